@@ -1,0 +1,274 @@
+"""The executor: plan the DAG, skip what is cached, run the rest on Ray, record everything.
+
+    executor = Executor(prefix="gs://bucket/soda", experiment_name="exp1699_soda_all")
+    executor.run(steps, dry_run=False, run_only=None, force_run_failed=True, max_concurrent=None)
+
+A step runs when all its dependencies succeeded and its status is not SUCCESS. Before running
+it the executor takes the step's lease and reads the status again, so of several executors on
+the same DAG exactly one runs each step and the others wait for it. SUCCESS is written only
+after the step's function returned; a failure stops only the failed step's descendants.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, TextIO
+
+from pipeline import explain, storage
+from pipeline.experiment_log import ExperimentRecord, previous_steps
+from pipeline.identity import canonical, digest, EncodingError
+from pipeline.lease import Lease, lease_for, new_owner_id
+from pipeline.plan import Plan, PlannedStep, build_plan
+from pipeline.step import ExecutorStep, ResourceConfig
+
+logger = logging.getLogger("pipeline.executor")
+
+DONE = ("cached", "succeeded")
+
+
+class ExecutorError(RuntimeError):
+    """Some steps failed; their descendants did not run."""
+
+    def __init__(self, failed: dict[str, str], blocked: list[str], record_url: Optional[str]):
+        self.failed, self.blocked, self.record_url = failed, blocked, record_url
+        lines = [f"{len(failed)} step(s) failed:"]
+        lines += [f"  {name}: {error.strip().splitlines()[-1] if error.strip() else 'error'}"
+                  for name, error in failed.items()]
+        if blocked:
+            lines.append(f"{len(blocked)} step(s) did not run because a dependency failed: " + ", ".join(blocked))
+        if record_url:
+            lines.append(f"tracebacks: each failed step's .executor_status, and the log {record_url[:-5]}.html")
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    states: dict[str, str]  # versioned name -> cached | succeeded | failed | blocked | not selected | planned
+    actions: dict[str, explain.Action] = field(default_factory=dict)
+    record_url: Optional[str] = None
+
+    def names(self, state: str) -> list[str]:
+        return [name for name, s in self.states.items() if s == state]
+
+    @property
+    def ran(self) -> list[str]:
+        return self.names("succeeded") + self.names("failed")
+
+
+class Executor:
+    def __init__(self, prefix: str, experiment_name: Optional[str] = None, description: Optional[str] = None,
+                 ray_address: Optional[str] = None, poll_interval: float = 0.5):
+        if not prefix:
+            raise ValueError("Executor needs a prefix (a local directory or e.g. gs://bucket/path)")
+        self.prefix = prefix.rstrip("/")
+        self.experiment_name = experiment_name or _script_name()
+        self.description = description
+        self.ray_address = ray_address
+        self.poll_interval = poll_interval
+        self.plan: Optional[Plan] = None
+        self.steps: list[ExecutorStep] = []
+        self.output_paths: dict[ExecutorStep, str] = {}
+
+    def compute_versions(self, steps: Sequence[ExecutorStep], run_only: Optional[Sequence[str]] = None) -> Plan:
+        from pipeline.plan import topological_order
+
+        plan = build_plan(steps, self.prefix, run_only)
+        self.plan = plan
+        self.steps = [p.step for p in plan.steps]
+        self.output_paths = {s: plan.of(s).output_path for s in topological_order(steps)}
+        return plan
+
+    def run(self, steps: Sequence[ExecutorStep], dry_run: bool = False, run_only: Optional[Sequence[str]] = None,
+            force_run_failed: bool = True, max_concurrent: Optional[int] = None,
+            out: Optional[TextIO] = None) -> RunResult:
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
+        plan = self.compute_versions(steps, run_only)
+        previous = previous_steps(self.prefix, self.experiment_name)
+        changes = {p.versioned_name: explain.explain_changes(p, previous) for p in plan.steps}
+        if dry_run:
+            return self._dry_run(plan, force_run_failed, changes, out or sys.stdout)
+        storage.ensure_writable(self.prefix)
+        return _Run(self, plan, force_run_failed, max_concurrent, changes).execute()
+
+    def _dry_run(self, plan: Plan, force_run_failed: bool, changes: dict[str, list[str]], out: TextIO) -> RunResult:
+        actions = [explain.classify(p, force_run_failed) for p in plan.steps]
+        explain.print_plan(plan, actions, [changes[p.versioned_name] for p in plan.steps], out)
+        return RunResult(plan, {p.versioned_name: "planned" for p in plan.steps},
+                         {p.versioned_name: a for p, a in zip(plan.steps, actions)})
+
+
+class _Run:
+    """One real run of a plan: the scheduling loop and its bookkeeping."""
+
+    def __init__(self, executor: Executor, plan: Plan, force_run_failed: bool, max_concurrent: Optional[int],
+                 changes: dict[str, list[str]]):
+        from pipeline.runner import RayRunner
+
+        self.executor, self.plan = executor, plan
+        self.force_run_failed, self.max_concurrent = force_run_failed, max_concurrent
+        self.owner = new_owner_id()
+        self.runner = RayRunner(executor.ray_address)
+        self.record = ExperimentRecord(executor.prefix, executor.experiment_name, plan, executor.description, self.owner)
+        self.states: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self.running: dict[Any, tuple[PlannedStep, Lease, float]] = {}
+        self.waiting_logged: set[str] = set()
+        for p in plan.steps:
+            self.record.update_step(p.versioned_name, changes=changes[p.versioned_name])
+
+    def execute(self) -> RunResult:
+        todo = [p for p in self.plan.steps if p.selected]
+        for p in self.plan.steps:
+            if not p.selected:
+                self._set(p, "not selected", action="skip: not selected by --run-only")
+        self.record.save()
+        outcome = "interrupted"
+        try:
+            while todo or self.running:
+                todo = [p for p in todo if not self._advance(p)]
+                if self.running:
+                    self._collect()
+                elif todo:
+                    time.sleep(self.executor.poll_interval)  # every ready step is leased elsewhere
+            outcome = "failed" if self.errors else "succeeded"
+        finally:
+            for p, lease, _ in self.running.values():
+                self._set(p, "interrupted")
+                lease.release()
+            self.runner.shutdown()
+            self.record.finish(outcome)
+        blocked = self._names("blocked")
+        ran = len(self._names("succeeded")) + len(self.errors)
+        logger.info("%d steps: %d ran, %d cached, %d failed, %d blocked; log: %s.html", len(self.plan.steps), ran,
+                    len(self._names("cached")), len(self.errors), len(blocked), self.record.url[:-5])
+        result = RunResult(self.plan, self.states, record_url=self.record.url)
+        if self.errors:
+            raise ExecutorError(self.errors, blocked, self.record.url)
+        return result
+
+    def _names(self, state: str) -> list[str]:
+        return [n for n, s in self.states.items() if s == state]
+
+    def _set(self, p: PlannedStep, state: str, **fields: Any) -> None:
+        self.states[p.versioned_name] = state
+        self.record.update_step(p.versioned_name, status=state, **fields)
+
+    def _advance(self, p: PlannedStep) -> bool:
+        """Try to move `p` forward; True once it has left the to-do list."""
+        dep_states = [self.states.get(d.versioned_name) for d in p.dependencies]
+        if any(s in ("failed", "blocked", "interrupted") for s in dep_states):
+            self._set(p, "blocked", action="skip: a dependency failed")
+            return True
+        if not all(s in DONE for s in dep_states):
+            return False
+        status = storage.read_status(p.output_path)
+        if status is not None and status.status == storage.SUCCESS:
+            self._cached(p)
+            return True
+        if self.max_concurrent is not None and len(self.running) >= self.max_concurrent:
+            return False
+        lease = lease_for(p.output_path, self.owner)
+        if not lease.try_acquire():
+            if p.versioned_name not in self.waiting_logged:
+                self.waiting_logged.add(p.versioned_name)
+                holder = lease.probe()
+                logger.info("waiting for %s: running elsewhere (%s)", p.versioned_name,
+                            holder.describe() if holder else "lease held")
+            return False
+        status = storage.read_status(p.output_path)  # again, now that nobody else can change it
+        if status is not None and status.status == storage.SUCCESS:
+            lease.release()
+            self._cached(p)
+            return True
+        if status is not None and status.status == storage.FAILED and not self.force_run_failed:
+            lease.release()
+            self._fail(p, f"{status.error} (failed in an earlier run; not rerun because --force-run-failed is false)",
+                       write=False)
+            return True
+        action = "take over: stale lease" if status is not None and status.status == storage.RUNNING else "run"
+        try:
+            config = p.concrete_config(self.plan.paths)
+            resources = p.step.resources or ResourceConfig()
+            self.runner.check_resources(p.name, resources)
+            _write_info(p, config, self.owner, self.executor.experiment_name)
+            storage.write_status(p.output_path, storage.RUNNING, self.owner)
+            handle = self.runner.submit(p.step.fn, config, p.versioned_name, resources)
+        except Exception as e:
+            lease.release()
+            self._fail(p, "".join(traceback.format_exception(e)))
+            return True
+        started = time.time()
+        self.running[handle] = (p, lease, started)
+        self._set(p, "running", action=action, start=started)
+        logger.info("running %s (%s) -> %s", p.versioned_name, action, p.output_path)
+        self.record.save()
+        return True
+
+    def _collect(self) -> None:
+        for finished in self.runner.wait(list(self.running), timeout=self.executor.poll_interval):
+            p, lease, started = self.running.pop(finished.handle)
+            try:
+                if finished.error is None:
+                    storage.write_status(p.output_path, storage.SUCCESS, self.owner)
+                    self._set(p, "succeeded", end=time.time())
+                    logger.info("succeeded %s in %.1fs", p.versioned_name, time.time() - started)
+                else:
+                    self._fail(p, finished.traceback or repr(finished.error))
+                    self.record.update_step(p.versioned_name, end=time.time())
+            finally:
+                lease.release()
+            self.record.save()
+
+    def _fail(self, p: PlannedStep, text: str, write: bool = True) -> None:
+        text = storage.redact(text)
+        last = text.strip().splitlines()[-1] if text.strip() else "error"
+        if write:
+            storage.write_status(p.output_path, storage.FAILED, self.owner, error=last, traceback=text)
+        self.errors[p.versioned_name] = text
+        self._set(p, "failed", error=text)
+        logger.error("failed %s: %s", p.versioned_name, last)
+
+    def _cached(self, p: PlannedStep) -> None:
+        self._set(p, "cached", action="skip: cached")
+        differing = explain.unversioned_differences(p)
+        if differing:
+            logger.warning(
+                "%s is cached, but its output was produced with different unversioned config: %s. "
+                "These fields do not change the output path; mark them versioned() if they should.",
+                p.versioned_name, ", ".join(differing[:8]))
+
+
+def _write_info(p: PlannedStep, config: Any, owner: str, experiment: str) -> None:
+    try:
+        concrete = canonical(config)
+    except EncodingError:
+        concrete = p.fields  # a config with non-data values: the flat view still records it
+    storage.write_json_atomic(storage.join(p.output_path, storage.INFO_FILE), {
+        "name": p.name,
+        "hash": p.identity.hash,
+        "output_path": p.output_path,
+        "description": p.step.description,
+        "fn": f"{getattr(p.step.fn, '__module__', '?')}.{getattr(p.step.fn, '__qualname__', '?')}",
+        "experiment": experiment,
+        "run_id": owner,
+        "config": concrete,
+        "fields": p.fields,
+        "versioned": p.identity.versioned,
+        "dependencies": p.identity.dependencies,
+        "fingerprint": digest(p.fields),
+        "written": time.time(),
+    })
+
+
+def _script_name() -> str:
+    import os
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    stem = os.path.splitext(os.path.basename(argv0))[0]
+    return stem if stem and stem not in ("-c", "pytest", "__main__", "") else "experiment"

@@ -1,0 +1,117 @@
+"""Render an experiment record as a self-contained HTML page and its Markdown twin."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from pipeline import storage
+from pipeline.experiment_log import step_order
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f5f5}code{font-size:12px}
+.success,.cached{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.blocked,.pending{color:#9a6700}
+.meta td:first-child{font-weight:bold;width:9em}
+pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:24em}
+"""
+
+
+def _when(t: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _duration(state: dict[str, Any]) -> str:
+    start, end = state.get("start"), state.get("end")
+    return f"{end - start:.1f}s" if start and end else "-"
+
+
+def _rows(data: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name in step_order(data):
+        step = data["steps"][name]
+        state = run["steps"].get(name, {})
+        rows.append({
+            "name": name,
+            "status": state.get("status", "?"),
+            "action": state.get("action", ""),
+            "duration": _duration(state),
+            "path": step["output_path"],
+            "depends_on": step.get("depends_on", []),
+            "changes": state.get("changes", []),
+            "error": state.get("error"),
+            "description": step.get("description") or "",
+        })
+    return rows
+
+
+def render_html(data: dict[str, Any]) -> str:
+    run = data["runs"][-1]
+    e = html.escape
+    meta = [
+        ("description", data.get("description") or "-"),
+        ("run", f"{run['run_id']} ({run['status']})"),
+        ("started", _when(run.get("started"))),
+        ("ended", _when(run.get("ended"))),
+        ("git commit", (run["git"].get("commit") or "unknown") + (" (dirty)" if run["git"].get("dirty") else "")),
+        ("command", " ".join(run["command"])),
+        ("user@host", f"{run.get('user')}@{run.get('host')}"),
+        ("prefix", data.get("prefix", "")),
+    ]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(data['experiment'])}: experiment log</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(data['experiment'])} <small>DAG {e(data['dag_hash'])}</small></h1>",
+        "<table class='meta'>" + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta) + "</table>",
+    ]
+    for section in data.get("sections", []):  # later stages add tables and plots here
+        parts.append(f"<h2>{e(section['title'])}</h2>{section['html']}")
+    parts.append("<h2 id='dag'>Steps</h2><table><tr><th>status</th><th>step</th><th>time</th>"
+                 "<th>depends on</th><th>output</th><th>what changed</th></tr>")
+    for r in _rows(data, run):
+        changed = "<br>".join(e(c) for c in r["changes"]) or ""
+        error = f"<details><summary>error</summary><pre>{e(r['error'])}</pre></details>" if r["error"] else ""
+        parts.append(
+            f"<tr><td class='{e(r['status'])}'>{e(r['status'])}</td>"
+            f"<td title='{e(r['description'])}'><code>{e(r['name'])}</code>{error}</td><td>{e(r['duration'])}</td>"
+            f"<td>{'<br>'.join('<code>' + e(d) + '</code>' for d in r['depends_on'])}</td>"
+            f"<td><code>{e(r['path'])}</code></td><td>{changed}</td></tr>"
+        )
+    parts.append("</table>")
+    if len(data["runs"]) > 1:
+        parts.append("<h2>Earlier runs of this DAG</h2><table><tr><th>run</th><th>status</th><th>started</th></tr>")
+        for old in reversed(data["runs"][:-1]):
+            parts.append(f"<tr><td>{e(old['run_id'])}</td><td>{e(old['status'])}</td><td>{_when(old.get('started'))}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    run = data["runs"][-1]
+    lines = [
+        f"# {data['experiment']} (DAG {data['dag_hash']})",
+        "",
+        f"- description: {data.get('description') or '-'}",
+        f"- run: {run['run_id']} ({run['status']}), started {_when(run.get('started'))}",
+        f"- git commit: {run['git'].get('commit') or 'unknown'}{' (dirty)' if run['git'].get('dirty') else ''}",
+        f"- command: `{' '.join(run['command'])}`",
+        "",
+    ]
+    for section in data.get("sections", []):
+        lines += [f"## {section['title']}", "", section.get("markdown", ""), ""]
+    lines += ["## Steps", "", "| status | step | time | output | what changed |", "|---|---|---|---|---|"]
+    for r in _rows(data, run):
+        lines.append(f"| {r['status']} | `{r['name']}` | {r['duration']} | `{r['path']}` | {'; '.join(r['changes'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_pages(data: dict[str, Any], record_url: str) -> str:
+    base = record_url[: -len(".json")]
+    storage.write_text_atomic(base + ".html", storage.redact(render_html(data)))
+    storage.write_text_atomic(base + ".md", storage.redact(render_markdown(data)))
+    return base + ".html"

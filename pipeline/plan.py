@@ -1,0 +1,213 @@
+"""From declared steps to a plan: the DAG, each step's identity, path and concrete config.
+
+Pure apart from reading nothing: no storage, no Ray. `build_plan` is what a dry run and a
+real run share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from pipeline.identity import (
+    StepIdentity,
+    as_input,
+    compute_identity,
+    dependencies_of,
+    describe_config,
+    digest,
+    map_config,
+)
+from pipeline.step import ExecutorStep, InputName, OutputName, VersionedValue
+from pipeline.storage import join
+
+
+class PlanError(ValueError):
+    """The declared steps do not form a valid DAG."""
+
+
+@dataclass
+class PlannedStep:
+    step: ExecutorStep
+    identity: StepIdentity
+    output_path: str
+    dependencies: list["PlannedStep"]
+    selected: bool = True
+    fields: dict[str, Any] = field(default_factory=dict)  # flat view of the whole config
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+    @property
+    def versioned_name(self) -> str:
+        return self.identity.versioned_name
+
+    def concrete_config(self, paths: dict[int, str]) -> Any:
+        return map_config(self.step.config, lambda m: _resolve(m, self.output_path, paths))
+
+
+@dataclass
+class Plan:
+    steps: list[PlannedStep]  # topological order: every step after its dependencies
+    by_id: dict[int, PlannedStep]
+
+    def of(self, step: ExecutorStep) -> PlannedStep:
+        return self.by_id[id(step)]
+
+    @property
+    def paths(self) -> dict[int, str]:
+        return {key: planned.output_path for key, planned in self.by_id.items()}
+
+    def dag_hash(self) -> str:
+        return digest(sorted(p.versioned_name for p in self.steps))
+
+
+def topological_order(roots: Sequence[ExecutorStep]) -> list[ExecutorStep]:
+    """Every step reachable from `roots`, dependencies first; a cycle raises PlanError."""
+    order: list[ExecutorStep] = []
+    state: dict[int, str] = {}
+    stack: list[ExecutorStep] = []
+
+    def visit(step: ExecutorStep) -> None:
+        mark = state.get(id(step))
+        if mark == "done":
+            return
+        if mark == "visiting":
+            cycle = stack[[id(s) for s in stack].index(id(step)):] + [step]
+            raise PlanError("dependency cycle: " + " -> ".join(s.name for s in cycle))
+        state[id(step)] = "visiting"
+        stack.append(step)
+        for dep in dependencies_of(step):
+            visit(dep)
+        stack.pop()
+        state[id(step)] = "done"
+        order.append(step)
+
+    for root in roots:
+        if not isinstance(root, ExecutorStep):
+            raise PlanError(f"expected ExecutorStep objects, got {type(root).__name__}: {root!r}")
+        visit(root)
+    return order
+
+
+def build_plan(roots: Sequence[ExecutorStep], prefix: str, run_only: Optional[Sequence[str]] = None) -> Plan:
+    order = topological_order(roots)
+    identities: dict[int, StepIdentity] = {}
+    by_id: dict[int, PlannedStep] = {}
+    by_versioned_name: dict[str, PlannedStep] = {}
+    planned: list[PlannedStep] = []
+    for step in order:
+        identity = compute_identity(step, identities)
+        identities[id(step)] = identity
+        deps = [by_id[id(d)] for d in dependencies_of(step)]
+        path = step.override_output_path or join(prefix, identity.versioned_name)
+        candidate = PlannedStep(step, identity, path, _unique(deps))
+        candidate.fields = describe_config(step.config, lambda m: _describe_marker(m, identities))
+        twin = by_versioned_name.get(identity.versioned_name)
+        if twin is not None:
+            if _same_computation(twin, candidate):
+                by_id[id(step)] = twin  # the same step declared twice: one node
+                continue
+            raise PlanError(
+                f"two different steps are both named {identity.versioned_name!r}: they differ in "
+                f"{_difference(twin, candidate)} but not in any versioned value, so they would "
+                "write the same output. Give one another name, or mark the differing value versioned()."
+            )
+        by_versioned_name[identity.versioned_name] = candidate
+        by_id[id(step)] = candidate
+        planned.append(candidate)
+    _check_overrides(planned)
+    plan = Plan(planned, by_id)
+    if run_only:
+        _select(plan, run_only)
+    return plan
+
+
+def _select(plan: Plan, patterns: Sequence[str]) -> None:
+    try:
+        regexes = [re.compile(p) for p in patterns]
+    except re.error as e:
+        raise PlanError(f"--run-only pattern is not a valid regular expression: {e}") from e
+    wanted = [p for p in plan.steps if any(r.search(p.name) for r in regexes)]
+    if not wanted:
+        raise PlanError(f"--run-only {list(patterns)} matches no step; names are like {plan.steps[-1].name!r}")
+    for p in plan.steps:
+        p.selected = False
+    stack = list(wanted)
+    while stack:
+        p = stack.pop()
+        if not p.selected:
+            p.selected = True
+            stack.extend(p.dependencies)
+
+
+def _resolve(marker: Any, own_path: str, paths: dict[int, str]) -> Any:
+    if isinstance(marker, VersionedValue):
+        return marker.value
+    if isinstance(marker, OutputName):
+        return join(own_path, marker.name or "")
+    ref = as_input(marker)
+    return join(paths[id(ref.step)], ref.name or "")
+
+
+def _describe_marker(marker: Any, identities: dict[int, StepIdentity]) -> Any:
+    if isinstance(marker, VersionedValue):
+        return marker.value
+    if isinstance(marker, OutputName):
+        return {"__output__": marker.name or ""}
+    if isinstance(marker, (InputName, ExecutorStep)):
+        ref = as_input(marker)
+        return {"__input__": identities[id(ref.step)].versioned_name + (f"/{ref.name}" if ref.name else "")}
+    return marker
+
+
+def _fn_name(step: ExecutorStep) -> str:
+    fn = step.fn
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _same_computation(a: PlannedStep, b: PlannedStep) -> bool:
+    return _fn_name(a.step) == _fn_name(b.step) and a.fields == b.fields and \
+        a.step.override_output_path == b.step.override_output_path
+
+
+def _difference(a: PlannedStep, b: PlannedStep) -> str:
+    if _fn_name(a.step) != _fn_name(b.step):
+        return f"their function ({_fn_name(a.step)} vs {_fn_name(b.step)})"
+    keys = sorted(k for k in set(a.fields) | set(b.fields) if a.fields.get(k) != b.fields.get(k))
+    return "unversioned config fields " + ", ".join(keys[:8]) if keys else "their output path override"
+
+
+def _check_overrides(planned: list[PlannedStep]) -> None:
+    seen: dict[str, str] = {}
+    for p in planned:
+        other = seen.setdefault(p.output_path.rstrip("/"), p.versioned_name)
+        if other != p.versioned_name:
+            raise PlanError(f"steps {other!r} and {p.versioned_name!r} would both write {p.output_path!r}")
+
+
+def _unique(steps: list[PlannedStep]) -> list[PlannedStep]:
+    out: list[PlannedStep] = []
+    for s in steps:
+        if all(s is not o for o in out):
+            out.append(s)
+    return out
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, old value, new value) for each field that differs between two flat configs."""
+    missing = object()
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, missing), new.get(key, missing)
+        if a != b:
+            out.append((key, None if a is missing else a, None if b is missing else b))
+    return out
+
+
+def replace_config(step: ExecutorStep, **changes: Any) -> ExecutorStep:
+    """A copy of `step` with config fields replaced (handy in experiment scripts and tests)."""
+    return dataclasses.replace(step, config=dataclasses.replace(step.config, **changes))
