@@ -1,0 +1,186 @@
+"""Small shared helpers for shard-parallel steps: listing inputs, atomic writes, and running one
+task per shard on Ray (when Ray is initialised) or in-process (unit tests, laptops).
+
+Paths are local paths or fsspec URLs (gs://...). Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+_GLOB_CHARS = set("*?[")
+
+
+def fs_and_path(url: str):
+    """(filesystem, path-inside-it) for a local path or fsspec URL."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def _unstrip(url: str, fs, path: str) -> str:
+    """Give back a URL of the same kind as `url` for `path` found on `fs`."""
+    if "://" not in url:
+        return path
+    protocol = url.split("://", 1)[0]
+    return path if "://" in path else f"{protocol}://{path}"
+
+
+def list_input_files(
+    inputs: str | Sequence[str], suffixes: Sequence[str], what: str = "input"
+) -> list[str]:
+    """Expand files, directories (searched recursively) and globs into a sorted, de-duplicated
+    list of files ending in one of `suffixes`. Raises FileNotFoundError when nothing matches."""
+    specs = [inputs] if isinstance(inputs, str) else list(inputs)
+    found: set[str] = set()
+    for spec in specs:
+        fs, path = fs_and_path(spec)
+        if any(c in spec for c in _GLOB_CHARS):
+            candidates = fs.glob(path)
+        elif fs.isdir(path):
+            candidates = fs.find(path)
+        elif fs.exists(path):
+            candidates = [path]
+        else:
+            raise FileNotFoundError(f"{what} path {spec!r} does not exist")
+        for cand in candidates:
+            name = os.path.basename(cand)
+            if name.startswith(".") or name.startswith("_"):
+                continue
+            if any(name.endswith(s) for s in suffixes) and not fs.isdir(cand):
+                found.add(_unstrip(spec, fs, cand))
+    if not found:
+        raise FileNotFoundError(
+            f"no {what} files ending in {', '.join(suffixes)} under {specs!r}; "
+            "pass a file, a directory or a glob"
+        )
+    return sorted(found)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def exists(url: str) -> bool:
+    fs, path = fs_and_path(url)
+    return fs.exists(path)
+
+
+def atomic_write_bytes(url: str, data: bytes) -> None:
+    """Write `data` to `url` so that readers see either nothing or the whole file."""
+    fs, path = fs_and_path(url)
+    parent = os.path.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    try:
+        fs.mv(tmp, path)
+    except Exception:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+
+
+def atomic_write_json(url: str, obj: Any) -> None:
+    atomic_write_bytes(url, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(url: str) -> Any:
+    fs, path = fs_and_path(url)
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def run_shards(
+    fn: Callable[..., Any],
+    jobs: Iterable[tuple],
+    *,
+    desc: str,
+    num_cpus: float = 1.0,
+    memory_gb: Optional[float] = None,
+) -> list[Any]:
+    """Run `fn(*job)` for every job and return the results in job order.
+
+    With Ray initialised, each job is one Ray task (`num_cpus`, `memory_gb` per task);
+    otherwise the jobs run one after another in this process. A tqdm bar counts shards.
+    """
+    from tqdm.auto import tqdm
+
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    try:
+        import ray
+
+        use_ray = ray.is_initialized()
+    except ImportError:  # pragma: no cover - ray is a pinned dependency
+        use_ray = False
+
+    if not use_ray:
+        return [fn(*job) for job in tqdm(jobs, desc=desc, unit="shard")]
+
+    options: dict[str, Any] = {"num_cpus": num_cpus}
+    if memory_gb:
+        options["memory"] = int(memory_gb * 1024**3)
+    remote_fn = ray.remote(fn).options(**options)
+    refs = [remote_fn.remote(*job) for job in jobs]
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list[Any] = [None] * len(refs)
+    pending = list(refs)
+    with tqdm(total=len(refs), desc=desc, unit="shard") as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                results[index[ref]] = ray.get(ref)
+                bar.update(1)
+    return results
+
+
+def iter_record_batches(
+    path: str, columns: Sequence[str], batch_size: int, optional: Sequence[str] = ()
+):
+    """Yield lists of row dicts (only `columns`; `optional` ones may be absent -> None) from a
+    parquet, jsonl or jsonl.gz file. Raises ValueError naming the file (and line) on bad input."""
+    fs, p = fs_and_path(path)
+    wanted = list(columns) + [c for c in optional if c not in columns]
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with fs.open(p, "rb") as f:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing} (found {names})")
+            present = [c for c in wanted if c in names]
+            for batch in pf.iter_batches(batch_size=batch_size, columns=present):
+                cols = {c: batch.column(c).to_pylist() for c in present}
+                n = batch.num_rows
+                yield [{c: (cols[c][i] if c in cols else None) for c in wanted} for i in range(n)]
+        return
+    rows: list[dict] = []
+    with fs.open(p, "rb", compression="infer") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {lineno} is not valid JSON: {e}") from e
+            missing = [c for c in columns if c not in obj]
+            if missing:
+                raise ValueError(f"{path}: line {lineno} has no field(s) {missing}")
+            rows.append({c: obj.get(c) for c in wanted})
+            if len(rows) >= batch_size:
+                yield rows
+                rows = []
+    if rows:
+        yield rows
