@@ -72,13 +72,29 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+def temp_path_for(path: str) -> str:
+    """A hidden sibling of `path` to write before renaming: `.{name}.tmp-{random}`.
+
+    Hidden, so input listings skip it; `remove_stale_temps` finds those a crash left behind.
+    """
+    parent, name = os.path.split(path)
+    return os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex}") if parent else f".{name}.tmp-{uuid.uuid4().hex}"
+
+
+def remove_stale_temps(url_dir: str, name_prefix: str) -> None:
+    """Delete temp files (see `temp_path_for`) for outputs whose names start with `name_prefix`."""
+    fs, path = fs_and_path(url_dir)
+    for stale in fs.glob(f"{path.rstrip('/')}/.{name_prefix}*.tmp-*"):
+        fs.rm(stale)
+
+
 def atomic_write_bytes(url: str, data: bytes) -> None:
     """Write `data` to `url` so that readers see either nothing or the whole file."""
     fs, path = fs_and_path(url)
     parent = os.path.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    tmp = temp_path_for(path)
     with fs.open(tmp, "wb") as f:
         f.write(data)
     try:
@@ -105,11 +121,14 @@ def run_shards(
     *,
     desc: str,
     num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
     memory_gb: Optional[float] = None,
+    max_retries: int = 1,
 ) -> list[Any]:
     """Run `fn(*job)` for every job and return the results in job order.
 
-    With Ray initialised, each job is one Ray task (`num_cpus`, `memory_gb` per task);
+    With Ray initialised, each job is one Ray task (`num_cpus`, `num_gpus`, `memory_gb` per task,
+    retried `max_retries` times if its worker dies);
     otherwise the jobs run one after another in this process. A tqdm bar counts shards.
     """
     from tqdm.auto import tqdm
@@ -127,7 +146,7 @@ def run_shards(
     if not use_ray:
         return [fn(*job) for job in tqdm(jobs, desc=desc, unit="shard")]
 
-    options: dict[str, Any] = {"num_cpus": num_cpus}
+    options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries}
     if memory_gb:
         options["memory"] = int(memory_gb * 1024**3)
     remote_fn = ray.remote(fn).options(**options)

@@ -1,0 +1,278 @@
+"""Encode speech shards to Mimi codes: the `encoded/...` step of the raw path.
+
+inputs (webdataset tars, parquet files or audio directories; local or gs://, globs allowed)
+  -> decode -> mono -> 24 kHz (steps.audio_io) -> length-sorted batches -> Mimi, first 8 codebooks
+  -> one parquet shard per input shard, rows sorted by (recording_id, order, utterance_id):
+
+    utterance_id: string, recording_id: string, order: int64, transcript: string (nullable),
+    duration: float64 (seconds), audio: string (private-use chars, frame-major; tokenizer.audio)
+
+Output layout under `output_path`:
+    shards/{name}.parquet      written to a temp name, then moved into place
+    shards/{name}.done.json    the shard's stats; written last: a shard is done iff it exists
+    stats.json                 totals, skipped counts by reason, per-shard stats, bad-file list
+    summary.json               the key numbers (hours, utterances, audio tokens, skipped, plumbing_run)
+
+A rerun skips shards with a done marker, so after a crash only unfinished shards are redone. With
+Ray initialised each unfinished shard is one Ray task (`num_gpus=1` when `use_gpu`), otherwise
+shards run one after another in this process. When more than `max_bad_fraction` of the inputs were
+skipped the step fails, naming the files and reasons. `mimi_model="random"` marks every output a
+plumbing run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from steps.sharding import atomic_write_bytes, join, remove_stale_temps, run_shards, temp_path_for
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS = ("utterance_id", "recording_id", "order", "transcript", "duration", "audio")
+MAX_LISTED_BAD = 200  # bad inputs listed by name in stats.json and in the failure message
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    input_paths: tuple[str, ...]  # shard files, directories or globs; local or fsspec URLs
+    output_path: str
+    mimi_model: str = "kyutai/mimi"  # HF id, local dir, or "random" (plumbing run)
+    num_codebooks: int = 8
+    batch_size: int = 8  # utterances per Mimi call, grouped by similar length (raise on GPU)
+    seed: int = 0  # seeds the random Mimi and torch
+    input_format: str = "auto"  # auto | webdataset | parquet | audio_dir
+    require_transcript: bool = True
+    max_bad_fraction: float = 0.05
+    use_gpu: bool = False  # ask Ray for one GPU per shard task
+    device: Optional[str] = None  # default: cuda if available, else cpu
+    torch_threads: Optional[int] = None  # default: torch's own choice
+    row_group_size: int = 1024
+    mimi_config_overrides: Optional[dict[str, Any]] = field(default=None, hash=False)  # tests only
+
+
+def schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("utterance_id", pa.string(), nullable=False),
+            pa.field("recording_id", pa.string(), nullable=False),
+            pa.field("order", pa.int64(), nullable=False),
+            pa.field("transcript", pa.string(), nullable=True),
+            pa.field("duration", pa.float64(), nullable=False),
+            pa.field("audio", pa.string(), nullable=False),
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs and shard names
+
+
+def expand_inputs(patterns) -> list[str]:
+    """Expand globs; keep order of first appearance, sorted within each pattern; drop duplicates."""
+    import fsspec
+
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    found: list[str] = []
+    for pattern in patterns:
+        fs, path = fsspec.core.url_to_fs(pattern)
+        if any(ch in path for ch in "*?["):
+            matches = sorted(fs.glob(path))
+            if not matches:
+                raise FileNotFoundError(f"input glob {pattern!r} matches no files")
+            found.extend(_with_protocol(pattern, m) for m in matches)
+        else:
+            if not fs.exists(path):
+                raise FileNotFoundError(f"input {pattern!r} does not exist")
+            found.append(pattern)
+    return list(dict.fromkeys(found))
+
+
+def _with_protocol(pattern: str, path: str) -> str:
+    if "://" in pattern and "://" not in path:
+        return f"{pattern.split('://', 1)[0]}://{path}"
+    return path
+
+
+def shard_name(path: str) -> str:
+    """A stable, readable output name for an input shard: base name + hash of the full path."""
+    base = posixpath.basename(path.rstrip("/"))
+    for suffix in (".tar.gz", ".tgz", ".tar", ".parquet"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base) or "shard"
+    return f"{base}-{hashlib.sha1(path.encode('utf-8')).hexdigest()[:8]}"
+
+
+# ------------------------------------------------------------------------------------------------
+# one shard
+
+
+_MODEL_CACHE: dict[tuple, Any] = {}
+
+
+def _get_model(config: EncodeConfig):
+    key = (config.mimi_model, config.seed, config.device, json.dumps(config.mimi_config_overrides, sort_keys=True))
+    if key not in _MODEL_CACHE:
+        from tokenizer.mimi import load_mimi
+
+        _MODEL_CACHE.clear()
+        _MODEL_CACHE[key] = load_mimi(
+            config.mimi_model, seed=config.seed, device=config.device, config_overrides=config.mimi_config_overrides
+        )
+    return _MODEL_CACHE[key]
+
+
+def encode_shard(config: EncodeConfig, input_path: str) -> dict:
+    """Encode one input shard and write its parquet + done marker; return the shard's stats."""
+    import fsspec
+    import torch
+
+    from steps.audio_io import Skipped, iter_raw_items, prepare
+    from tokenizer.audio import codes_to_chars
+    from tokenizer.mimi import encode
+
+    name = shard_name(input_path)
+    shard_dir = posixpath.join(config.output_path, "shards")
+    fs, _ = fsspec.core.url_to_fs(shard_dir)
+    fs.makedirs(shard_dir, exist_ok=True)
+    remove_stale_temps(config.output_path.rstrip("/") + "/shards", name)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    torch.manual_seed(config.seed)
+
+    utterances, skipped = [], []
+    for raw in iter_raw_items(input_path, config.input_format):
+        item = prepare(raw, require_transcript=config.require_transcript)
+        (skipped if isinstance(item, Skipped) else utterances).append(item)
+
+    model = _get_model(config)
+    rows = []
+    by_length = sorted(utterances, key=lambda u: (len(u.audio), u.utterance_id))
+    for start in range(0, len(by_length), config.batch_size):
+        batch = by_length[start : start + config.batch_size]
+        codes = encode(model, [u.audio for u in batch], num_codebooks=config.num_codebooks)
+        for utt, c in zip(batch, codes):
+            rows.append((utt, codes_to_chars(c), c.shape[1]))
+    rows.sort(key=lambda r: (r[0].recording_id, r[0].order, r[0].utterance_id))
+
+    _write_parquet_atomic(fs, posixpath.join(shard_dir, f"{name}.parquet"), rows, config.row_group_size)
+    stats = {
+        "input": input_path,
+        "shard": name,
+        "utterances": len(rows),
+        "recordings": len({r[0].recording_id for r in rows}),
+        "seconds": sum(r[0].duration for r in rows),
+        "frames": sum(r[2] for r in rows),
+        "audio_tokens": sum(len(r[1]) for r in rows),
+        "skipped": dict(sorted(Counter(s.reason for s in skipped).items())),
+        "bad_inputs": [{"source": s.source, "reason": s.reason, "detail": s.detail} for s in skipped],
+    }
+    atomic_write_bytes(join(config.output_path, "shards", f"{name}.done.json"),
+                       json.dumps(stats, indent=1, sort_keys=True).encode())
+    logger.info("encoded %s: %d utterances, %d skipped -> %s", input_path, len(rows), len(skipped), name)
+    return stats
+
+
+def _write_parquet_atomic(fs, path: str, rows, row_group_size: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "utterance_id": [r[0].utterance_id for r in rows],
+            "recording_id": [r[0].recording_id for r in rows],
+            "order": [int(r[0].order) for r in rows],
+            "transcript": [r[0].transcript for r in rows],
+            "duration": [float(r[0].duration) for r in rows],
+            "audio": [r[1] for r in rows],
+        },
+        schema=schema(),
+    )
+    tmp = temp_path_for(path)
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(
+            table, f, row_group_size=row_group_size, compression="zstd", compression_level=3,
+            use_dictionary=["recording_id"], write_statistics=True, store_schema=True,
+        )
+    fs.mv(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# the step
+
+
+def encode_speech(config: EncodeConfig) -> dict:
+    """Step fn: encode every unfinished input shard, then write stats.json and summary.json."""
+    import fsspec
+
+    inputs = expand_inputs(config.input_paths)
+    fs, _ = fsspec.core.url_to_fs(config.output_path)
+    shard_dir = posixpath.join(config.output_path, "shards")
+    todo = [p for p in inputs if not fs.exists(posixpath.join(shard_dir, f"{shard_name(p)}.done.json"))]
+    logger.info("encode: %d input shards, %d already done, %d to encode", len(inputs), len(inputs) - len(todo), len(todo))
+    if todo:
+        _run_shards(config, todo)
+
+    per_shard = [json.loads(fs.cat_file(posixpath.join(shard_dir, f"{shard_name(p)}.done.json"))) for p in inputs]
+    summary = _summarize(config, per_shard)
+    stats = dict(summary, shards=[{k: v for k, v in s.items() if k != "bad_inputs"} for s in per_shard])
+    bad = [b for s in per_shard for b in s["bad_inputs"]]
+    stats["bad_inputs"] = bad[:MAX_LISTED_BAD]
+    atomic_write_bytes(join(config.output_path, "stats.json"), json.dumps(stats, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(join(config.output_path, "summary.json"), json.dumps(summary, indent=1, sort_keys=True).encode())
+
+    if summary["bad_fraction"] > config.max_bad_fraction:
+        listing = "\n".join(f"  {b['source']}: {b['reason']} ({b['detail']})" for b in bad[:50])
+        more = f"\n  ... and {len(bad) - 50} more (all listed in stats.json)" if len(bad) > 50 else ""
+        raise RuntimeError(
+            f"encode: {summary['skipped_total']} of {summary['inputs_total']} inputs were bad "
+            f"({summary['bad_fraction']:.1%} > max_bad_fraction {config.max_bad_fraction:.1%}); "
+            f"skipped by reason {summary['skipped']}:\n{listing}{more}\n"
+            "Fix or drop these files, or raise EncodeConfig.max_bad_fraction if this is expected."
+        )
+    tag = " [PLUMBING RUN: random Mimi]" if summary["plumbing_run"] else ""
+    logger.info(
+        "encode: %.2f h, %d utterances, %d audio tokens, %d skipped -> %s%s",
+        summary["hours"], summary["utterances"], summary["audio_tokens"], summary["skipped_total"], config.output_path, tag,
+    )
+    return summary
+
+
+def _summarize(config: EncodeConfig, per_shard: list[dict]) -> dict:
+    skipped: Counter = Counter()
+    for s in per_shard:
+        skipped.update(s["skipped"])
+    utterances = sum(s["utterances"] for s in per_shard)
+    total_skipped = sum(skipped.values())
+    inputs_total = utterances + total_skipped
+    return {
+        "mimi_model": config.mimi_model,
+        "plumbing_run": config.mimi_model == "random",
+        "num_codebooks": config.num_codebooks,
+        "shards": len(per_shard),
+        "hours": sum(s["seconds"] for s in per_shard) / 3600.0,
+        "utterances": utterances,
+        "recordings": sum(s["recordings"] for s in per_shard),
+        "audio_tokens": sum(s["audio_tokens"] for s in per_shard),
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_total": total_skipped,
+        "inputs_total": inputs_total,
+        "bad_fraction": (total_skipped / inputs_total) if inputs_total else 0.0,
+    }
+
+
+def _run_shards(config: EncodeConfig, todo: list[str]) -> None:
+    """One Ray task per input shard when Ray is up (a GPU each if asked), else in-process."""
+    run_shards(encode_shard, [(config, path) for path in todo], desc="encode shards",
+               num_gpus=1 if config.use_gpu else 0)
