@@ -45,8 +45,10 @@ class InterleaveConfig:
       utterance boundaries; None keeps one document per recording as the paper describes.
     reserved_strings: extra literal strings to remove from transcripts (e.g. a Qwen base's
       non-special added tokens "<think>", "</think>"); `<|...|>` strings are always removed.
-    end_with_eos: append <|end_of_text|> to every document (reference.md writes none; the
-      released pre-encoded documents are reported to end with it).
+    end_with_eos: append <|end_of_text|> to every document (default: yes). The released
+      pre-encoded SODA documents end with it (steps/pre_encoded.py), so the raw path gives the
+      same ids; it also marks document boundaries for Levanter's packing. reference.md's
+      templates show only the leading BOS; set False for that literal form.
     """
 
     input_path: str
@@ -56,7 +58,7 @@ class InterleaveConfig:
     max_document_tokens: Optional[int] = 1 << 20
     text_key: str = "text"
     text_add_bos: bool = True
-    end_with_eos: bool = False
+    end_with_eos: bool = True
     reserved_strings: tuple[str, ...] = ()
 
 

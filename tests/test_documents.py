@@ -269,8 +269,8 @@ def test_text_corpus_passes_through(tmp_path):
     summary = interleave(InterleaveConfig(str(d), str(tmp_path / "out"), corpus="text"))
     rows = pq.read_table(tmp_path / "out" / "documents" / "part-00000.parquet").to_pylist()
     assert [(r["id"], r["format"], r["text"]) for r in rows] == [
-        ("doc-a", "text", BOS + "First document."),
-        ("a:1", "text", BOS + "Second one."),
+        ("doc-a", "text", BOS + "First document.<|end_of_text|>"),  # the step ends documents with EOS
+        ("a:1", "text", BOS + "Second one.<|end_of_text|>"),
     ]
     assert summary["documents"] == 2 and summary["special_token_strings_dropped"] == 1
     assert summary["private_use_chars_dropped"] == 1
