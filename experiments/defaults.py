@@ -13,7 +13,9 @@ from typing import Optional, Sequence
 
 from pipeline import ExecutorStep, ResourceConfig, output_path_of, this_output_path, versioned
 from steps.download import DownloadConfig, download_dataset
+from steps.download_presets import raw_step
 from steps.encode import EncodeConfig, encode_speech
+from steps.pre_encoded import PreEncodedConfig, convert_pre_encoded
 from steps.interleave import InterleaveConfig, interleave
 from steps.tokenize import TokenizeConfig, tokenize
 from tokenizer.build import LLAMA3, BuildTokenizerConfig, build_tokenizer_step
@@ -73,6 +75,22 @@ def default_interleave(name: str, encoded: ExecutorStep, max_document_tokens: Op
                                 formats=versioned(tuple(formats)),
                                 max_document_tokens=versioned(max_document_tokens)),
         description=f"interleaved documents of {encoded.name}",
+    )
+
+
+def download(name: str, preset: DownloadConfig) -> ExecutorStep:
+    """A `raw/...` step: a preset from steps.download_presets, pinned to its revision."""
+    return raw_step(f"raw/{name}", preset)
+
+
+def pre_encoded_documents(name: str, raw: ExecutorStep, files: str) -> ExecutorStep:
+    """The released, already interleaved SODA documents (`*-mm-pretrain`), as the paper trained."""
+    return ExecutorStep(
+        name=f"documents/{name}",
+        fn=convert_pre_encoded,
+        config=PreEncodedConfig(input_paths=(output_path_of(raw, files),), output_path=this_output_path(),
+                                fix_whitespace=versioned(True)),
+        description=f"released pre-encoded documents {files} of {raw.name}",
     )
 
 

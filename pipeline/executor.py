@@ -89,6 +89,7 @@ class Executor:
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
         plan = self.compute_versions(steps, run_only)
+        storage.ensure_reachable(self.prefix)
         previous = previous_steps(self.prefix, self.experiment_name)
         changes = {p.versioned_name: explain.explain_changes(p, previous) for p in plan.steps}
         if dry_run:

@@ -99,7 +99,7 @@ def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = No
     try:
         result = executor.run(list(steps), dry_run=config.dry_run, run_only=config.run_only,
                               force_run_failed=config.force_run_failed, max_concurrent=config.max_concurrent)
-    except (ExecutorError, PlanError, PermissionError) as e:
+    except (ExecutorError, PlanError, OSError) as e:
         print(f"\n{e}", file=sys.stderr)
         raise SystemExit(1)
     if not config.dry_run:

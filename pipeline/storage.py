@@ -96,6 +96,24 @@ def write_json_atomic(url: str, data: Any) -> None:
     write_text_atomic(url, redact(json.dumps(data, indent=2, sort_keys=True, default=str)) + "\n")
 
 
+class PrefixUnreachable(OSError):
+    """The prefix's filesystem could not be reached or listed."""
+
+
+def ensure_reachable(prefix: str) -> None:
+    """Fail early, naming the prefix, when its filesystem cannot be reached (network, auth)."""
+    if is_local(prefix):
+        return
+    try:
+        fs, path = url_to_fs(prefix)
+        fs.exists(path)
+    except Exception as e:  # gcsfs/s3fs raise many kinds: DNS, auth, HTTP
+        raise PrefixUnreachable(
+            f"cannot reach the executor prefix {prefix!r}: {type(e).__name__}: {e}. Check the network "
+            "and credentials (e.g. `gcloud auth application-default login`), or use a local --prefix."
+        ) from e
+
+
 def ensure_writable(prefix: str) -> None:
     """Fail early with a clear message when the prefix cannot be written."""
     probe = join(prefix, f".write-probe-{uuid.uuid4().hex[:8]}")
