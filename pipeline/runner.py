@@ -53,7 +53,9 @@ class RayRunner:
                 ray.init(address=self.address, log_to_driver=True)
             else:
                 logger.info("starting an embedded local Ray")
-                ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False,
+                # address="local": always a new instance, never whatever cluster
+                # /tmp/ray/ray_current_cluster names (a stale one would hang us).
+                ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False,
                          runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
             self._started_here = True
         self._remote = ray.remote(_call_step)
