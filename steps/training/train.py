@@ -1,0 +1,353 @@
+"""The train step: a SODA decoder trained with Levanter's `train_lm` on tokenize-step caches.
+
+`train(config)` is the step fn. It builds Levanter's `TrainLmConfig` programmatically (model
+preset -> Qwen3Config, caches + mixture weights -> LmDataConfig, recipe -> CautiousConfig) and
+calls `levanter.main.train_lm.main`, in this process or, when `tpu` is set and Ray is up, on every
+host of a TPU slice (steps.training.launch). Then it writes `summary.json`.
+
+Output layout (`output_path`, local or gs://):
+    checkpoints/step-N/       Levanter checkpoints; the run id is the output's basename, so a
+                              rerun of the step resumes from the latest one
+    metrics.jsonl             one JSON object per logged step (step, train/loss, eval/loss, ...)
+    train_sessions.jsonl      one line per (re)start: the first step it logged
+    hf/step-N/                the final model as an HF Qwen3 checkpoint (export_hf)
+    warm_start/               the warm-start checkpoint resized to the tokenizer (warm_start_hf)
+    summary.json              params_total, params_nonembedding, tokens, training_flops, model,
+                              final_loss, steps, preset, plumbing_run, ...
+    logs/                     Levanter's log files (local outputs only)
+
+Offline / CPU: the tokenizer is a local directory (data and model converter both use it, so
+nothing is fetched from the hub), `require_accelerator` is False unless a TPU is asked for,
+MARIN_PREFIX defaults to a local directory, and W&B runs offline without WANDB_API_KEY.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from pipeline import this_output_path
+from steps.training.accounting import ModelShape, params_nonembedding, params_total, training_flops
+from steps.training.mixtures import FINAL, Mixture, anneal_start_step, levanter_train_weights
+from steps.training.optimizer import IsoFlopRecipe, SodaRecipe
+
+logger = logging.getLogger(__name__)
+
+HF_SAVE_NEVER = 10**12  # Levanter's HF hook then only runs when forced, i.e. after the last step
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    project: str = "soda"
+    entity: Optional[str] = None
+    tags: tuple[str, ...] = ()
+    group: Optional[str] = None
+    mode: Optional[str] = None  # None: "online" with WANDB_API_KEY, else "offline"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the paper's recipe (reference.md section 5).
+
+    caches: source name -> a tokenize step's output (the Levanter cache root). Every source with
+      a non-zero weight in `mixture` (or `anneal_mixture`) needs one.
+    tokenizer: the SODA tokenizer directory (build-tokenizer step output) or an HF id.
+    preset / shape: a name from steps.training.presets, or an explicit ModelShape (wins).
+    num_steps / token_budget: give one; steps = ceil(tokens / (batch_size * seq_len)).
+    anneal_mixture: switch to this mix for the LR decay phase (the data-source ablation).
+    warm_start_hf: an HF Qwen3 checkpoint (id, hf://id or local dir) to start from; its
+      embeddings are resized to the tokenizer and its own shape is used (preset ignored).
+    tpu: a slice type such as "v5p-64": with Ray up, train on every host of the slice.
+    plumbing_run: the data came from a random Mimi (also detected from cache summaries).
+    """
+
+    caches: dict[str, str]
+    tokenizer: str
+    preset: str = "soda-135m"
+    shape: Optional[ModelShape] = None
+    mixture: Mixture = FINAL
+    anneal_mixture: Optional[Mixture] = None
+    eval_caches: dict[str, str] = field(default_factory=dict)  # name -> cache with a validation/ split
+    seq_len: Optional[int] = None  # None: the shape's
+    batch_size: int = 512
+    num_steps: Optional[int] = None
+    token_budget: Optional[int] = None
+    optimizer: SodaRecipe | IsoFlopRecipe = SodaRecipe()
+    seed: int = 0
+    checkpoint_every_steps: int = 10_000  # permanent checkpoints
+    checkpoint_every_minutes: Optional[float] = 15.0  # temporary checkpoints (None: off)
+    steps_per_eval: int = 1000
+    max_eval_batches: Optional[int] = 64
+    export_hf: bool = True
+    warm_start_hf: Optional[str] = None
+    mp: str = "p=f32,c=bfloat16"
+    per_device_parallelism: int = -1
+    tpu: Optional[str] = None
+    require_accelerator: Optional[bool] = None  # None: True iff tpu is set
+    max_preemptions: int = 3
+    plumbing_run: bool = False
+    wandb: Optional[WandbSettings] = None
+    output_path: str = this_output_path()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a config means: the shape, steps and learning rate actually used."""
+
+    preset: str
+    shape: ModelShape
+    seq_len: int
+    num_steps: int
+    learning_rate: float
+    lr_width: int
+
+
+def resolve(config: TrainConfig, vocab_size: Optional[int] = None, hf_shape: Optional[ModelShape] = None) -> Resolved:
+    """Check the config and work out the shape, steps and LR. Raises ValueError on bad input."""
+    from steps.training.presets import get_preset
+
+    if hf_shape is not None:
+        preset_name, shape, lr_width = f"warm-start:{config.warm_start_hf}", hf_shape, hf_shape.hidden
+    elif config.shape is not None:
+        preset_name, shape, lr_width = "custom", config.shape, config.shape.hidden
+    else:
+        preset = get_preset(config.preset)
+        preset_name, shape, lr_width = preset.name, preset.shape, preset.width_for_lr
+    seq_len = config.seq_len or shape.seq_len
+    shape = shape.replace(seq_len=seq_len, **({"vocab_size": vocab_size} if vocab_size else {}))
+    for mix in filter(None, (config.mixture, config.anneal_mixture)):
+        missing = [s for s in mix.active_sources if s not in config.caches]
+        if missing:
+            raise ValueError(f"TrainConfig.caches: mixture {mix.name!r} samples {missing} but no cache is "
+                             f"given for them (caches: {sorted(config.caches)})")
+    if config.batch_size <= 0:
+        raise ValueError(f"TrainConfig.batch_size must be positive, got {config.batch_size}")
+    if (config.num_steps is None) == (config.token_budget is None):
+        raise ValueError("TrainConfig: give exactly one of num_steps and token_budget "
+                         f"(got num_steps={config.num_steps}, token_budget={config.token_budget})")
+    steps = config.num_steps or math.ceil(config.token_budget / (config.batch_size * seq_len))
+    if steps <= 0:
+        raise ValueError(f"TrainConfig: the run has {steps} steps; raise num_steps or token_budget")
+    lr = config.optimizer.lr(config.batch_size, lr_width)
+    return Resolved(preset_name, shape, seq_len, steps, lr, lr_width)
+
+
+# ---- building Levanter's config -----------------------------------------------------------
+
+
+def _local_log_dir(output: str) -> str:
+    if "://" not in output:
+        return os.path.join(output, "logs")
+    return os.path.join(tempfile.gettempdir(), "soda-levanter-logs", os.path.basename(output.rstrip("/")))
+
+
+def _trackers(config: TrainConfig, run_id: str):
+    from steps.training.metrics import tracker_config
+
+    trackers = [tracker_config(config.output_path)]
+    if config.wandb is not None:
+        from levanter.tracker.wandb import WandbConfig
+
+        mode = config.wandb.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        trackers.append(WandbConfig(project=config.wandb.project, entity=config.wandb.entity, name=run_id,
+                                    id=run_id, tags=list(config.wandb.tags), group=config.wandb.group,
+                                    mode=mode, save_code=False))
+    return tuple(trackers)
+
+
+def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] = None,
+                          distributed: Optional[dict] = None):
+    """Levanter's TrainLmConfig for this run."""
+    from datetime import timedelta
+    from pathlib import Path
+
+    import jmp
+    from levanter.checkpoint import CheckpointerConfig
+    from levanter.data.text import DatasetComponent, LmDataConfig
+    from levanter.distributed import DistributedConfig
+    from levanter.main.train_lm import TrainLmConfig
+    from levanter.trainer import TrainerConfig
+
+    from steps.sharding import join
+    from steps.training.optimizer import levanter_optimizer
+    from steps.training.presets import levanter_config
+    from steps.training.warm_start import levanter_config_from_hf
+
+    run_id = os.path.basename(config.output_path.rstrip("/"))
+    # flat: the train split only, so a cache without a validation/ split is not an error
+    components = {name: DatasetComponent(cache_dir=join(path, "train"), source=None, flat_cache=True)
+                  for name, path in config.caches.items()}
+    for name, path in config.eval_caches.items():  # weight 0: read for its validation/ split only
+        components[f"eval-{name}"] = DatasetComponent(cache_dir=path, source=None)
+    weights = levanter_train_weights(
+        config.mixture, config.anneal_mixture,
+        anneal_start_step(plan.num_steps, config.batch_size, config.optimizer.decay) if config.anneal_mixture else 0,
+    )
+    if isinstance(weights, dict):
+        weights = {**{n: 0.0 for n in components}, **weights}
+    data = LmDataConfig(tokenizer=config.tokenizer, components=components, train_weights=weights,
+                        auto_build_caches=False, cache_dir=None)
+    if warm_dir:
+        model = levanter_config_from_hf(warm_dir, plan.seq_len, config.tokenizer)
+    else:
+        model = levanter_config(plan.shape, tokenizer=config.tokenizer)
+    keep = [dict(every=config.checkpoint_every_steps)] if config.checkpoint_every_steps else None
+    minutes = config.checkpoint_every_minutes
+    checkpointer = CheckpointerConfig(
+        base_path=join(config.output_path, "checkpoints"),
+        append_run_id_to_base_path=False,
+        save_interval=timedelta(minutes=minutes) if minutes else None,
+        keep=keep,
+    )
+    require = config.require_accelerator if config.require_accelerator is not None else bool(config.tpu)
+    trainer = TrainerConfig(
+        seed=config.seed,
+        mp=jmp.get_policy(config.mp),
+        id=run_id,
+        log_dir=Path(_local_log_dir(config.output_path)),
+        log_jaxprs=False,
+        log_xla_hlo=False,
+        tracker=_trackers(config, run_id),
+        train_batch_size=config.batch_size,
+        per_device_parallelism=config.per_device_parallelism,
+        num_train_steps=plan.num_steps,
+        steps_per_eval=config.steps_per_eval,
+        max_eval_batches=config.max_eval_batches,
+        checkpointer=checkpointer,
+        require_accelerator=require,
+        distributed=DistributedConfig(**(distributed or {})),
+    )
+    return TrainLmConfig(
+        data=data,
+        trainer=trainer,
+        model=model,
+        train_seq_len=plan.seq_len,
+        optimizer=levanter_optimizer(config.optimizer, config.batch_size, plan.lr_width),
+        z_loss_weight=config.optimizer.z_loss_weight,
+        initialize_from_hf=warm_dir or False,
+        hf_save_path=join(config.output_path, "hf") if config.export_hf else None,
+        hf_save_steps=HF_SAVE_NEVER,
+    )
+
+
+# ---- running ------------------------------------------------------------------------------
+
+
+def _ensure_offline_env(output: str) -> None:
+    if "MARIN_PREFIX" not in os.environ:  # else Levanter's filesystem helpers ask GCE metadata
+        os.environ["MARIN_PREFIX"] = output if "://" in output else os.path.dirname(os.path.abspath(output))
+
+
+def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] = None) -> None:
+    """Run Levanter's train_lm for this process (one host of a slice, or the only process)."""
+    from levanter.main.train_lm import main
+
+    from steps.training.launch import distributed_settings_from_env
+
+    _ensure_offline_env(config.output_path)
+    lm_config = build_train_lm_config(config, plan, warm_dir, distributed_settings_from_env())
+    main(lm_config)
+
+
+def _vocab_size(tokenizer: str) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(tokenizer))
+
+
+def _caches_say_plumbing(caches: dict[str, str]) -> bool:
+    from steps.sharding import exists, join, read_json
+
+    for path in caches.values():
+        summary = join(path, "summary.json")
+        if exists(summary) and read_json(summary).get("plumbing_run"):
+            return True
+    return False
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """The step fn: train (resuming from the latest checkpoint if any), then write summary.json."""
+    from steps.sharding import join
+    from steps.training import launch
+
+    _ensure_offline_env(config.output_path)
+    vocab = _vocab_size(config.tokenizer)
+    warm_dir, hf_shape = None, None
+    if config.warm_start_hf:
+        from steps.training.presets import shape_from_levanter
+        from steps.training.warm_start import levanter_config_from_hf, prepare_warm_start
+
+        warm_dir = prepare_warm_start(config.warm_start_hf, config.tokenizer, join(config.output_path, "warm_start"))
+        seq = config.seq_len or 4096
+        hf_shape = shape_from_levanter(levanter_config_from_hf(warm_dir, seq, config.tokenizer), vocab)
+    plan = resolve(config, vocab_size=vocab, hf_shape=hf_shape)
+    logger.info("train %s: %s, %d steps x %d x %d tokens, lr %.3g -> %s", plan.preset, plan.shape,
+                plan.num_steps, config.batch_size, plan.seq_len, plan.learning_rate, config.output_path)
+    if config.tpu and launch.ray_is_up() and not launch.on_slice_host():
+        launch.run_on_slice(train_on_host, (config, plan, warm_dir), config.tpu,
+                            max_preemptions=config.max_preemptions)
+    else:
+        train_on_host(config, plan, warm_dir)
+    return write_summary(config, plan)
+
+
+def _latest_hf_export(output: str) -> Optional[str]:
+    """`{output}/hf/step-N` with the largest N that holds a config.json, or None."""
+    from steps.sharding import exists, fs_and_path, join
+
+    hf = join(output, "hf")
+    if not exists(hf):
+        return None
+    fs, p = fs_and_path(hf)
+    found = []
+    for entry in fs.ls(p, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if re.fullmatch(r"step-\d+", name) and exists(join(hf, name, "config.json")):
+            found.append((int(name[5:]), join(hf, name)))
+    return max(found)[1] if found else None
+
+
+def write_summary(config: TrainConfig, plan: Resolved) -> dict[str, Any]:
+    from steps.sharding import atomic_write_json, join
+    from steps.training.metrics import METRICS_FILE, SESSIONS_FILE, read_jsonl
+
+    rows = read_jsonl(join(config.output_path, METRICS_FILE))
+    losses = [(r["step"], r["train/loss"]) for r in rows if isinstance(r.get("train/loss"), (int, float))]
+    evals = [(r["step"], r["eval/loss"]) for r in rows if isinstance(r.get("eval/loss"), (int, float))]
+    # Levanter numbers steps from 0: a row at step s is logged after s + 1 optimizer updates.
+    steps = max((r["step"] for r in rows), default=-1) + 1
+    tokens = steps * config.batch_size * plan.seq_len
+    hf_dir = _latest_hf_export(config.output_path) if config.export_hf else None
+    summary = {
+        "preset": plan.preset,
+        "model": dataclasses.asdict(plan.shape),
+        "params_total": params_total(plan.shape),
+        "params_nonembedding": params_nonembedding(plan.shape),
+        "steps": steps,
+        "num_train_steps": plan.num_steps,
+        "batch_size": config.batch_size,
+        "seq_len": plan.seq_len,
+        "tokens": tokens,
+        "training_flops": training_flops(plan.shape, tokens),
+        "learning_rate": plan.learning_rate,
+        "mixture": config.mixture.as_dict,
+        "mixture_name": config.mixture.name,
+        "anneal_mixture": config.anneal_mixture.name if config.anneal_mixture else None,
+        "first_loss": losses[0][1] if losses else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "final_eval_loss": evals[-1][1] if evals else None,
+        "sessions": len(read_jsonl(join(config.output_path, SESSIONS_FILE))),
+        "hf_export": hf_dir,
+        "warm_start": config.warm_start_hf,
+        "plumbing_run": bool(config.plumbing_run or _caches_say_plumbing(config.caches)),
+    }
+    atomic_write_json(join(config.output_path, "summary.json"), summary)
+    logger.info("trained %s: %d steps, %.3g tokens, final loss %s -> %s", plan.preset, steps, tokens,
+                summary["final_loss"], config.output_path)
+    return summary
