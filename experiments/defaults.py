@@ -18,6 +18,9 @@ from steps.encode import EncodeConfig, encode_speech
 from steps.pre_encoded import PreEncodedConfig, convert_pre_encoded
 from steps.interleave import InterleaveConfig, interleave
 from steps.tokenize import TokenizeConfig, tokenize
+from steps.training.mixtures import Mixture
+from steps.training.optimizer import SodaRecipe
+from steps.training.train import TrainConfig, train
 from tokenizer.build import LLAMA3, BuildTokenizerConfig, build_tokenizer_step
 
 LOCAL_CORPUS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -123,4 +126,29 @@ def default_tokenize(name: str, documents: ExecutorStep, tokenizer: ExecutorStep
         config=TokenizeConfig(input_path=output_path_of(documents, "documents"), tokenizer=output_path_of(tokenizer),
                               output_path=this_output_path()),
         description=f"token cache of {documents.name}",
+    )
+
+
+def default_train(name: str, preset: str, caches: dict[str, ExecutorStep], tokenizer: ExecutorStep,
+                  mixture: Mixture, batch_size: int, token_budget: Optional[int] = None,
+                  num_steps: Optional[int] = None, tpu: Optional[str] = None, optimizer=SodaRecipe(),
+                  seed: int = 0, **options) -> ExecutorStep:
+    """A Levanter training run. Model size, data mix, token budget, batch, optimizer (LR) and the
+    accelerator are arguments, so each experiment shows them where it declares the run.
+
+    `options` are further TrainConfig fields that do not change the model (checkpoint cadence,
+    W&B, HF export); they stay unversioned.
+    """
+    return ExecutorStep(
+        name=f"checkpoints/{name}",
+        fn=train,
+        config=TrainConfig(caches={source: output_path_of(step) for source, step in caches.items()},
+                           tokenizer=output_path_of(tokenizer), preset=versioned(preset),
+                           mixture=versioned(mixture), batch_size=versioned(batch_size),
+                           token_budget=versioned(token_budget), num_steps=versioned(num_steps),
+                           optimizer=versioned(optimizer), seed=versioned(seed), tpu=tpu,
+                           output_path=this_output_path(), **options),
+        description=f"{preset} on {mixture.name}, batch {batch_size}"
+                    + (f", {token_budget:.3g} tokens" if token_budget else f", {num_steps} steps"),
+        resources=ResourceConfig(tpu=tpu, max_retries=3) if tpu else ResourceConfig(cpus=2),
     )
