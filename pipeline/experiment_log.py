@@ -47,6 +47,20 @@ def git_state(path: Optional[str] = None) -> dict[str, Any]:
     return {"commit": commit or None, "dirty": bool(dirty) if commit else None}
 
 
+def is_plumbing(fields: dict[str, Any]) -> bool:
+    """A step configured with a random-weight codec: its outputs exercise the pipeline only."""
+    return any(key.split(".")[-1] == "mimi_model" and value == "random" for key, value in fields.items())
+
+
+def plumbing_steps(plan: Plan) -> list[str]:
+    """Steps that use a random-weight codec, and every step built on their outputs."""
+    marked: set[str] = set()
+    for p in plan.steps:  # topological order: dependencies first
+        if is_plumbing(p.fields) or any(d.versioned_name in marked for d in p.dependencies):
+            marked.add(p.versioned_name)
+    return [p.versioned_name for p in plan.steps if p.versioned_name in marked]
+
+
 def step_entry(p: PlannedStep) -> dict[str, Any]:
     fn = p.step.fn
     return {
@@ -76,6 +90,7 @@ class ExperimentRecord:
             "prefix": prefix,
             "order": [p.versioned_name for p in plan.steps],  # topological; JSON keys get sorted
             "steps": {p.versioned_name: step_entry(p) for p in plan.steps},
+            "plumbing_steps": plumbing_steps(plan),
             "runs": existing.get("runs", []),
         }
         self.run: dict[str, Any] = {

@@ -17,8 +17,14 @@ th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-alig
 th{background:#f5f5f5}code{font-size:12px}
 .success,.cached{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.blocked,.pending{color:#9a6700}
 .meta td:first-child{font-weight:bold;width:9em}
+.plumbing{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;margin:1em 0;font-weight:bold}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:24em}
 """
+
+
+PLUMBING = ("PLUMBING RUN, NOT A SPEECH MODEL: audio was encoded with a random-weight Mimi ({n} step(s) "
+            "use it or its outputs), so every number here exercises the pipeline and says nothing about speech "
+            "modelling.")
 
 
 def _when(t: Any) -> str:
@@ -68,6 +74,8 @@ def render_html(data: dict[str, Any]) -> str:
         f"<h1>{e(data['experiment'])} <small>DAG {e(data['dag_hash'])}</small></h1>",
         "<table class='meta'>" + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta) + "</table>",
     ]
+    if data.get("plumbing_steps"):
+        parts.insert(3, f"<p class='plumbing'>{e(PLUMBING.format(n=len(data['plumbing_steps'])))}</p>")
     for section in data.get("sections", []):  # later stages add tables and plots here
         parts.append(f"<h2>{e(section['title'])}</h2>{section['html']}")
     parts.append("<h2 id='dag'>Steps</h2><table><tr><th>status</th><th>step</th><th>time</th>"
@@ -102,6 +110,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"- command: `{' '.join(run['command'])}`",
         "",
     ]
+    if data.get("plumbing_steps"):
+        lines += [f"> **{PLUMBING.format(n=len(data['plumbing_steps']))}**", ""]
     for section in data.get("sections", []):
         lines += [f"## {section['title']}", "", section.get("markdown", ""), ""]
     lines += ["## Steps", "", "| status | step | time | output | what changed |", "|---|---|---|---|---|"]

@@ -76,3 +76,23 @@ def test_soda_log_without_records_says_so(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "log", str(tmp_path)], capture_output=True,
                          text=True, cwd=REPO, timeout=60)
     assert out.returncode == 1 and "no experiment records" in out.stderr
+
+
+def test_log_page_marks_plumbing_runs_and_their_descendants(tmp_path):
+    from pipeline import ExecutorStep, this_output_path
+    from pipeline.experiment_log import ExperimentRecord
+    from pipeline.log_page import render_html, render_markdown
+    from pipeline.plan import build_plan
+    from tests.executor_dag import SumConfig, sum_values
+
+    for model, expected in (("random", True), ("kyutai/mimi", False)):
+        encoded = ExecutorStep("encoded/x", sum_values, SumConfig([], this_output_path(), "/l",
+                                                                  extra={"codec": {"mimi_model": model}}))
+        tokenized = ExecutorStep("tokenized/x", sum_values, SumConfig([encoded], this_output_path(), "/l"))
+        unrelated = ExecutorStep("raw/y", sum_values, SumConfig([], this_output_path(), "/l"))
+        plan = build_plan([tokenized, unrelated], str(tmp_path))
+        record = ExperimentRecord(str(tmp_path), "t", plan, "d", "run")
+        marked = [name.split("-")[0] for name in record.data["plumbing_steps"]]
+        assert marked == (["encoded/x", "tokenized/x"] if expected else [])
+        assert ("PLUMBING RUN, NOT A SPEECH MODEL" in render_html(record.data)) is expected
+        assert ("PLUMBING RUN" in render_markdown(record.data)) is expected
