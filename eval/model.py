@@ -1,0 +1,419 @@
+"""Models for scoring: one interface over an HF export (torch) and a Levanter checkpoint (JAX).
+
+    model = load_scoring_model(path)             # an HF dir, a train-step output, or a checkpoint dir
+    lps = model.logprobs([ids0, ids1, ...])      # per-token log-probs, aligned with ids (lps[i][0] = NaN)
+    outs = model.generate([prompt0, ...], temperature=0.5, top_p=0.8, max_new_tokens=200,
+                          stop_id=text_end_id, seed=0)   # -> [Generation(ids, terminated)]
+
+`path` may be
+- an HF model directory (config.json + weights): `TorchLM`, transformers' AutoModelForCausalLM in
+  float32 on cuda if torch sees one, else CPU;
+- a train step's output (steps.training.train: `checkpoints/step-N/`, `summary.json`, maybe
+  `hf/step-N/`) or one `checkpoints/step-N` directory: `LevanterLM`, Levanter's own loading
+  (`levanter.checkpoint.load_checkpoint` of the model subtree into the Qwen3 config rebuilt from
+  the train summary's shape) and a JAX forward pass. Generation from a Levanter checkpoint
+  converts it once to HF with Levanter's HF converter and samples with torch.
+
+Both are deterministic for likelihoods: float32, sequences right-padded in batches (causal
+attention never looks at the padding), TF32 off. Sampling is seeded per example
+(`example_seed(seed, index)`), so an example's sample does not depend on the batch it sits in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    ids: list[int]  # generated ids, the stop id included when it was produced
+    terminated: bool  # produced stop_id within max_new_tokens
+
+
+def example_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for example `index` of a run seeded `seed` (independent of batching)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+
+
+def _batches(n: int, batch_size: int):
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield start, min(n, start + batch_size)
+
+
+def _as_id_lists(seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    out = [np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs]
+    for i, s in enumerate(out):
+        if s.size < 2:
+            raise ValueError(f"sequence {i} has {s.size} tokens; scoring needs at least 2 (prepend BOS)")
+    return out
+
+
+# ---- sampling (torch) ---------------------------------------------------------------------
+
+
+def top_p_filter(logits, top_p: float):
+    """Logits with everything outside the nucleus set to -inf: keep the most probable tokens
+    until their mass reaches top_p (the token that crosses top_p is kept; at least one token)."""
+    import torch
+
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_p >= 1:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+def sample_next(logits, temperature: float, top_p: float, generators) -> list[int]:
+    """One token per row of `logits` (B, V): greedy at temperature 0, else temperature + top-p
+    sampling with each row's own torch.Generator (CPU)."""
+    import torch
+
+    logits = logits.float().cpu()
+    if temperature == 0:
+        return logits.argmax(dim=-1).tolist()
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    filtered = top_p_filter(logits / temperature, top_p)
+    probs = torch.softmax(filtered, dim=-1)
+    return [int(torch.multinomial(probs[i], 1, generator=g)) for i, g in enumerate(generators)]
+
+
+class ScoringModel:
+    """What the eval tasks need from a model."""
+
+    backend: str = "?"
+    source: str = ""
+
+    def logprobs(self, seqs: Sequence[Sequence[int]], batch_size: int = 8) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def generate(self, prompts: Sequence[Sequence[int]], *, temperature: float, top_p: float,
+                 max_new_tokens: int, stop_id: int, seed: int, batch_size: int = 8) -> list[Generation]:
+        raise NotImplementedError
+
+
+# ---- HF / torch ---------------------------------------------------------------------------
+
+
+class TorchLM(ScoringModel):
+    backend = "hf-torch"
+
+    def __init__(self, hf_dir: str, device: Optional[str] = None):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.source = hf_dir
+        try:
+            model = AutoModelForCausalLM.from_pretrained(local_path(hf_dir), torch_dtype=torch.float32)
+        except OSError as exc:
+            raise OSError(f"could not load an HF causal LM from {hf_dir!r}: {exc}") from exc
+        self.model = model.eval().to(self.device)
+        self.vocab_size = int(self.model.config.vocab_size)
+
+    def logprobs(self, seqs, batch_size: int = 8) -> list[np.ndarray]:
+        import torch
+
+        seqs = _as_id_lists(seqs)
+        out: list[np.ndarray] = []
+        for a, b in _batches(len(seqs), batch_size):
+            chunk = seqs[a:b]
+            width = max(s.size for s in chunk)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, s in enumerate(chunk):
+                ids[i, : s.size] = torch.from_numpy(s)
+                mask[i, : s.size] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                # log p(ids[t] | ids[:t]) = logit[t-1, ids[t]] - logsumexp(logit[t-1])
+                target = logits[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+                lp = (target - torch.logsumexp(logits[:, :-1], dim=-1)).cpu().numpy().astype(np.float64)
+            for i, s in enumerate(chunk):
+                out.append(np.concatenate([[np.nan], lp[i, : s.size - 1]]))
+        return out
+
+    def generate(self, prompts, *, temperature, top_p, max_new_tokens, stop_id, seed, batch_size=8):
+        import torch
+
+        prompts = [np.asarray(p, dtype=np.int64).reshape(-1) for p in prompts]
+        results: list[Generation] = []
+        for a, b in _batches(len(prompts), batch_size):
+            chunk = prompts[a:b]
+            gens = [torch.Generator().manual_seed(example_seed(seed, a + i)) for i in range(len(chunk))]
+            results.extend(self._generate_batch(chunk, gens, temperature, top_p, max_new_tokens, stop_id))
+        return results
+
+    def _generate_batch(self, prompts, generators, temperature, top_p, max_new_tokens, stop_id):
+        import torch
+
+        n, width = len(prompts), max(p.size for p in prompts)
+        ids = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every row's next token is at the end
+            ids[i, width - p.size :] = torch.from_numpy(p)
+            mask[i, width - p.size :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = [[] for _ in range(n)]
+        done = [False] * n
+        with torch.no_grad():
+            res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            past, logits, last = res.past_key_values, res.logits[:, -1], pos[:, -1]
+            for _ in range(max_new_tokens):
+                tokens = sample_next(logits, temperature, top_p, generators)
+                for i, t in enumerate(tokens):
+                    if not done[i]:
+                        out[i].append(t)
+                        done[i] = t == stop_id
+                if all(done):
+                    break
+                step = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
+                mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long, device=self.device)], dim=1)
+                last = last + 1
+                res = self.model(input_ids=step, attention_mask=mask, position_ids=last[:, None],
+                                 past_key_values=past, use_cache=True)
+                past, logits = res.past_key_values, res.logits[:, -1]
+        return [Generation(o, d) for o, d in zip(out, done)]
+
+
+# ---- Levanter / JAX -------------------------------------------------------------------------
+
+
+def latest_checkpoint_dir(path: str) -> str:
+    """`path` if it is one checkpoint (metadata.json), else its `checkpoints/step-N` with the largest N."""
+    from steps.sharding import exists, fs_and_path, join
+
+    if exists(join(path, "metadata.json")):
+        return path
+    root = join(path, "checkpoints") if exists(join(path, "checkpoints")) else path
+    fs, p = fs_and_path(root)
+    found = []
+    for entry in fs.ls(p, detail=False) if fs.exists(p) else []:
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if re.fullmatch(r"step-\d+", name) and exists(join(root, name, "metadata.json")):
+            found.append((int(name[5:]), join(root, name)))
+    if not found:
+        raise FileNotFoundError(f"no Levanter checkpoint (checkpoints/step-N/metadata.json) under {path!r}")
+    return max(found)[1]
+
+
+def _train_output_of(checkpoint_dir: str) -> Optional[str]:
+    from steps.sharding import exists, join
+
+    parts = checkpoint_dir.rstrip("/").rsplit("/", 2)
+    if len(parts) == 3 and parts[1] == "checkpoints" and exists(join(parts[0], "summary.json")):
+        return parts[0]
+    return None
+
+
+class LevanterLM(ScoringModel):
+    """A train step's Levanter checkpoint, scored with Levanter's Qwen3 model in JAX (float32)."""
+
+    backend = "levanter-jax"
+
+    def __init__(self, path: str, tokenizer: Optional[str] = None, bucket: int = 64):
+        from steps.sharding import exists, join, read_json
+
+        self.checkpoint = latest_checkpoint_dir(path)
+        train_out = path if exists(join(path, "summary.json")) else _train_output_of(self.checkpoint)
+        if train_out is None:
+            raise FileNotFoundError(f"{path!r}: no train-step summary.json next to the checkpoint; the model "
+                                    "shape comes from it (pass the train step's output directory)")
+        self.train_output = train_out
+        self.summary = read_json(join(train_out, "summary.json"))
+        self.source = self.checkpoint
+        self.tokenizer = tokenizer or self._tokenizer_from_run()
+        self.bucket = bucket
+        self.config = self._levanter_config()
+        self.vocab_size = int(self.summary["model"]["vocab_size"])
+        self.model = self._load()
+        self._forward = None
+        self._torch: Optional[TorchLM] = None
+
+    def _tokenizer_from_run(self) -> Optional[str]:
+        from steps.sharding import exists, join
+
+        hf = self.summary.get("hf_export")
+        if hf and exists(join(hf, "tokenizer.json")):
+            return hf
+        return None
+
+    def _levanter_config(self):
+        """The run's Qwen3 config, with plain (vanilla) attention: exact, any length, any device."""
+        import dataclasses
+
+        from levanter.layers.attention import AttentionBackend
+
+        return dataclasses.replace(self._run_config(), attn_backend=AttentionBackend.VANILLA)
+
+    def _run_config(self):
+        from steps.sharding import exists, join
+        from steps.training.accounting import ModelShape
+        from steps.training.presets import levanter_config
+
+        warm = join(self.train_output, "warm_start")
+        if exists(join(warm, "config.json")):
+            from steps.training.warm_start import levanter_config_from_hf
+
+            return levanter_config_from_hf(warm, self.summary["seq_len"], self.tokenizer or warm)
+        shape = ModelShape(**self.summary["model"])
+        return levanter_config(shape, tokenizer=self.tokenizer)
+
+    def _load(self):
+        import equinox as eqx
+        import jax
+        from haliax import Axis
+        from levanter.checkpoint import load_checkpoint
+        from levanter.utils.jax_utils import is_inexact_arrayish
+
+        vocab = Axis("vocab", self.vocab_size)
+        shaped = eqx.filter_eval_shape(self.config.build, vocab, key=jax.random.PRNGKey(0))
+        trainable, rest = eqx.partition(shaped, is_inexact_arrayish)
+        try:
+            with self._mesh():
+                trainable = load_checkpoint(trainable, self.checkpoint, subpath="model")
+        except Exception as exc:  # noqa: BLE001 - shape mismatches come from many places
+            raise RuntimeError(f"could not load the model from Levanter checkpoint {self.checkpoint!r} with "
+                               f"shape {self.summary['model']}: {exc}") from exc
+        logger.info("loaded Levanter checkpoint %s", self.checkpoint)
+        return eqx.combine(trainable, rest)
+
+    @staticmethod
+    def _mesh():
+        """A one-device mesh (the first local JAX device) with Levanter's axis names."""
+        import haliax
+        import jax
+        from haliax.partitioning import ResourceAxis
+        from levanter.utils.mesh import create_mesh_from_axis_specs
+
+        axes = {ResourceAxis.REPLICA: 1, ResourceAxis.DATA: 1, ResourceAxis.MODEL: 1, ResourceAxis.CONTEXT: 1}
+        mesh = create_mesh_from_axis_specs(ici_axes=axes, dcn_axes={}, devices=[jax.local_devices()[0]])
+        return haliax.partitioning.set_mesh(mesh)
+
+    def _forward_fn(self):
+        if self._forward is None:
+            import equinox as eqx
+            import haliax as hax
+            import jax
+            import jax.numpy as jnp
+            from levanter.layers.attention import AttentionMask
+
+            model = self.model
+
+            @eqx.filter_jit
+            def forward(model, ids):
+                batch = hax.Axis("batch", ids.shape[0])
+                pos = model.config.max_Pos.resize(ids.shape[1])
+                tokens = hax.named(ids, (batch, pos))
+                logits = model(tokens, AttentionMask.causal()).rearrange((batch, pos, model.Vocab)).array
+                logits = logits.astype(jnp.float32)
+                target = jnp.take_along_axis(logits[:, :-1], ids[:, 1:, None], axis=-1)[..., 0]
+                return target - jax.nn.logsumexp(logits[:, :-1], axis=-1)
+
+            def run(ids):
+                with self._mesh():
+                    return forward(model, ids)
+
+            self._forward = run
+        return self._forward
+
+    def logprobs(self, seqs, batch_size: int = 8) -> list[np.ndarray]:
+        import jax.numpy as jnp
+
+        seqs = _as_id_lists(seqs)
+        fwd = self._forward_fn()
+        out: list[np.ndarray] = []
+        for a, b in _batches(len(seqs), batch_size):
+            chunk = seqs[a:b]
+            longest = max(s.size for s in chunk)
+            width = -(-longest // self.bucket) * self.bucket  # few distinct shapes: few compiles
+            ids = np.zeros((batch_size, width), dtype=np.int32)  # fixed batch: one compile per width
+            for i, s in enumerate(chunk):
+                ids[i, : s.size] = s
+            lp = np.asarray(fwd(jnp.asarray(ids)), dtype=np.float64)
+            for i, s in enumerate(chunk):
+                out.append(np.concatenate([[np.nan], lp[i, : s.size - 1]]))
+        return out
+
+    def export_hf(self, out_dir: str) -> str:
+        """Write the checkpoint as an HF model directory with Levanter's converter."""
+        converter = self.config.hf_checkpoint_converter()
+        with self._mesh():
+            converter.save_pretrained(self.model, out_dir, save_tokenizer=False)
+        return out_dir
+
+    def generate(self, prompts, **kwargs):
+        if self._torch is None:
+            tmp = tempfile.mkdtemp(prefix="soda-eval-hf-")
+            self._torch = TorchLM(self.export_hf(tmp))
+            logger.info("generation from %s runs on its HF conversion in %s", self.checkpoint, tmp)
+        return self._torch.generate(prompts, **kwargs)
+
+
+# ---- resolving a path ---------------------------------------------------------------------
+
+BACKENDS = ("auto", "levanter", "hf")
+
+
+def resolve_hf_dir(path: str) -> Optional[str]:
+    """`path` itself if it is an HF model dir; else a train output's latest `hf/step-N` export."""
+    from steps.sharding import exists, join
+
+    if exists(join(path, "config.json")):
+        return path
+    if exists(join(path, "summary.json")):
+        from steps.training.train import _latest_hf_export
+
+        return _latest_hf_export(path)
+    return None
+
+
+def load_scoring_model(path: str, backend: str = "auto", tokenizer: Optional[str] = None,
+                       device: Optional[str] = None) -> ScoringModel:
+    """A ScoringModel for `path` (see the module docstring). backend: "auto" (an HF dir -> torch;
+    a train output or checkpoint -> Levanter), "levanter", or "hf" (a train output's HF export)."""
+    from steps.sharding import exists, join
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: choose one of {BACKENDS}")
+    is_hf_dir = exists(join(path, "config.json"))
+    if backend == "hf" or (backend == "auto" and is_hf_dir):
+        hf = resolve_hf_dir(path)
+        if hf is None:
+            raise FileNotFoundError(f"{path!r} is neither an HF model dir nor a train output with an hf/ export")
+        return TorchLM(hf, device=device)
+    return LevanterLM(path, tokenizer=tokenizer)
+
+
+def local_path(path: str) -> str:
+    """A local copy of a (possibly remote) directory, for libraries that need real files."""
+    if "://" not in path:
+        return path
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(path)
+    tmp = tempfile.mkdtemp(prefix="soda-eval-")
+    fs.get(p.rstrip("/") + "/", tmp + "/", recursive=True)
+    return tmp
+
+
+__all__ = ["Generation", "ScoringModel", "TorchLM", "LevanterLM", "load_scoring_model", "top_p_filter",
+           "sample_next", "example_seed", "latest_checkpoint_dir", "resolve_hf_dir", "local_path"]
