@@ -9,7 +9,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(p for p in glob.glob(os.path.join(REPO, "experiments", "*.py"))
-                 if os.path.basename(p) not in ("__init__.py", "defaults.py"))
+                 if 'if __name__ == "__main__"' in open(p).read())  # scripts, not shared modules
 HEAVY = ("ray", "jax", "torch", "transformers", "levanter", "datasets")
 
 
@@ -31,3 +31,26 @@ def test_importing_a_script_loads_no_framework(script):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_isoflop_sweep_analysis_reads_every_train_and_nll_eval_of_the_grid():
+    import importlib
+
+    from pipeline.plan import build_plan
+    from steps.scaling.grid import PAPER_TRAINING_BUDGETS, IsoFlopGridConfig, isoflop_grid
+
+    sweep = importlib.import_module("experiments.exp7_isoflop_sweep")
+    plan = build_plan(sweep.STEPS, "/p")
+    fits = plan.of(sweep.fits)
+    config = fits.concrete_config(plan.paths)
+    points = isoflop_grid(IsoFlopGridConfig(budgets=PAPER_TRAINING_BUDGETS))
+    assert len(config.runs) == len(points) == 59
+    by_path = {p.output_path: p for p in plan.steps}
+    for run, point in zip(config.runs, points):
+        train = by_path[run.train]
+        assert train.name == f"checkpoints/{point.name}"
+        assert train.identity.versioned["num_steps"] == point.steps
+        assert train.identity.versioned["batch_size"] == point.batch
+        nll = by_path[run.evals["validation_nll"]]
+        assert nll.name.startswith("evaluation/validation_nll-") and train in nll.dependencies
+        assert train in fits.dependencies and nll in fits.dependencies
