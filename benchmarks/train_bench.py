@@ -21,7 +21,6 @@ def bench_levanter(shape, batch: int, steps: int) -> tuple[float, float]:
     import equinox as eqx
     import haliax as hax
     import jax
-    import jax.numpy as jnp
     from levanter.models.lm_model import LmExample
 
     from steps.training.optimizer import SodaRecipe, levanter_optimizer

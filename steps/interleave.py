@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pipeline import this_output_path
-from steps.sharding import atomic_write_bytes, atomic_write_json, exists, join, list_input_files
-from steps.sharding import iter_record_batches, read_json, run_shards
+from steps.sharding import atomic_write_bytes, atomic_write_json, join, list_input_files
+from steps.sharding import finished_parts, iter_record_batches, run_shards
 from tokenizer.documents import FORMATS, STAT_KEYS, TEXT, Utterance, clean_utterances
 from tokenizer.documents import documents_from_clean, estimate_document_tokens, text_document
 
@@ -192,16 +192,14 @@ def interleave(config: InterleaveConfig) -> dict[str, Any]:
     suffixes = SPEECH_SUFFIXES if config.corpus == "speech" else TEXT_SUFFIXES
     inputs = list_input_files(config.input_path, suffixes, what=f"{config.corpus} input")
     out = config.output_path
-    jobs, stats = [], {}
-    for i, path in enumerate(inputs):
-        out_file = join(out, "documents", f"part-{i:05d}.parquet")
-        stats_file = join(out, "stats", f"part-{i:05d}.json")
-        if exists(stats_file) and exists(out_file):
-            done = read_json(stats_file)
-            if done.get("input") == path:
-                stats[i] = done
-                continue
-        jobs.append((config, i, path, out_file, stats_file))
+    def out_file(i: int) -> str:
+        return join(out, "documents", f"part-{i:05d}.parquet")
+
+    def stats_file(i: int) -> str:
+        return join(out, "stats", f"part-{i:05d}.json")
+
+    todo, stats = finished_parts(inputs, stats_file, out_file)
+    jobs = [(config, i, inputs[i], out_file(i), stats_file(i)) for i in todo]
     if stats:
         logger.info("interleave: %d of %d shards already done", len(stats), len(inputs))
     for job, result in zip(jobs, run_shards(process_shard, jobs, desc="interleave")):

@@ -115,6 +115,25 @@ def read_json(url: str) -> Any:
         return json.loads(f.read())
 
 
+def finished_parts(inputs: Sequence[str], stats_file: Callable[[int], str],
+                   output: Callable[[int], str]) -> tuple[list[int], dict[int, Any]]:
+    """Split input parts into those to do and those already done (their stats, by index).
+
+    Part i is done when `output(i)` exists and `stats_file(i)` records the same input path, so a
+    changed input list or a crash between the two writes redoes the part.
+    """
+    todo: list[int] = []
+    done: dict[int, Any] = {}
+    for i, path in enumerate(inputs):
+        if exists(stats_file(i)) and exists(output(i)):
+            record = read_json(stats_file(i))
+            if record.get("input") == path:
+                done[i] = record
+                continue
+        todo.append(i)
+    return todo, done
+
+
 def run_shards(
     fn: Callable[..., Any],
     jobs: Iterable[tuple],

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import this_output_path
-from steps.sharding import atomic_write_bytes, atomic_write_json, exists, fs_and_path, join
-from steps.sharding import iter_record_batches, list_input_files, read_json, run_shards
+from steps.sharding import atomic_write_bytes, atomic_write_json, fs_and_path, join
+from steps.sharding import finished_parts, iter_record_batches, list_input_files, run_shards
 
 logger = logging.getLogger(__name__)
 
@@ -133,16 +133,14 @@ def tokenize(config: TokenizeConfig) -> dict[str, Any]:
     inputs = list_input_files(config.input_path, INPUT_SUFFIXES, what="document")
     out = config.output_path
     cache_dir = join(out, config.split)
-    jobs, stats = [], {}
-    for i, path in enumerate(inputs):
-        shard_dir = join(cache_dir, f"part-{i:05d}")
-        stats_file = join(out, "stats", f"part-{i:05d}.json")
-        if exists(join(shard_dir, LEDGER)) and exists(stats_file):
-            done = read_json(stats_file)
-            if done.get("input") == path:
-                stats[i] = done
-                continue
-        jobs.append((config, i, path, shard_dir, stats_file))
+    def shard_dir(i: int) -> str:
+        return join(cache_dir, f"part-{i:05d}")
+
+    def stats_file(i: int) -> str:
+        return join(out, "stats", f"part-{i:05d}.json")
+
+    todo, stats = finished_parts(inputs, stats_file, lambda i: join(shard_dir(i), LEDGER))
+    jobs = [(config, i, inputs[i], shard_dir(i), stats_file(i)) for i in todo]
     if stats:
         logger.info("tokenize: %d of %d parts already done", len(stats), len(inputs))
     results = run_shards(tokenize_shard, jobs, desc="tokenize", num_cpus=config.cpus_per_shard)

@@ -1,7 +1,6 @@
 """The shipped synthetic-speech corpus: layout, content, size, and that the script remakes it."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

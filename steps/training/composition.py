@@ -29,7 +29,7 @@ import numpy as np
 from pipeline import this_output_path
 from tokenizer.audio import AUDIO_CHAR_END, CODEBOOK_SIZE, NUM_CODEBOOKS, UNICODE_OFFSET
 from tokenizer.audio import codepoints_to_str, str_to_codepoints
-from tokenizer.vocab import AUDIO_END, AUDIO_START, BOS, EOS, TEXT_END, TEXT_START
+from tokenizer.vocab import AUDIO_START, BOS, EOS, TEXT_END, TEXT_START
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
