@@ -129,26 +129,59 @@ def default_tokenize(name: str, documents: ExecutorStep, tokenizer: ExecutorStep
     )
 
 
-def default_train(name: str, preset: str, caches: dict[str, ExecutorStep], tokenizer: ExecutorStep,
-                  mixture: Mixture, batch_size: int, token_budget: Optional[int] = None,
-                  num_steps: Optional[int] = None, tpu: Optional[str] = None, optimizer=SodaRecipe(),
-                  seed: int = 0, **options) -> ExecutorStep:
-    """A Levanter training run. Model size, data mix, token budget, batch, optimizer (LR) and the
+# TrainConfig fields that do not change the trained model: safe to leave out of the hash.
+UNVERSIONED_TRAIN_OPTIONS = frozenset({
+    "checkpoint_every_steps", "checkpoint_every_minutes", "steps_per_eval", "max_eval_batches", "export_hf",
+    "wandb", "per_device_parallelism", "max_preemptions", "plumbing_run", "eval_caches", "require_accelerator",
+})
+
+
+def default_train(name: str, *, caches: dict[str, ExecutorStep], tokenizer: ExecutorStep, mixture: Mixture,
+                  batch_size: int, token_budget: Optional[int] = None, num_steps: Optional[int] = None,
+                  tpu: Optional[str] = None, optimizer=SodaRecipe(), seed: int = 0, preset: Optional[str] = None,
+                  shape=None, warm_start_hf: Optional[str] = None, anneal_mixture: Optional[Mixture] = None,
+                  seq_len: Optional[int] = None, mp: Optional[str] = None, **options) -> ExecutorStep:
+    """A Levanter training run. Model, data mix, token budget, batch, optimizer (LR) and the
     accelerator are arguments, so each experiment shows them where it declares the run.
 
-    `options` are further TrainConfig fields that do not change the model (checkpoint cadence,
-    W&B, HF export); they stay unversioned.
+    The model is a named `preset`, an explicit `shape` (a `steps.training.accounting.ModelShape`,
+    e.g. the 150M proxy, which has no preset), or an HF checkpoint to warm-start from
+    (`warm_start_hf`, its own shape): give exactly one. `anneal_mixture` switches the data for the LR
+    decay phase. Everything that changes the model is versioned; `options` may only hold the
+    TrainConfig fields in UNVERSIONED_TRAIN_OPTIONS (checkpoint cadence, W&B, HF export, ...).
     """
+    given = [k for k, v in (("preset", preset), ("shape", shape), ("warm_start_hf", warm_start_hf)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"default_train({name!r}): give exactly one of preset, shape, warm_start_hf; "
+                         f"got {given or 'none'}")
+    unknown = sorted(set(options) - UNVERSIONED_TRAIN_OPTIONS)
+    if unknown:
+        raise TypeError(f"default_train({name!r}): {unknown} would change the model but stay out of the step's "
+                        f"hash; only {sorted(UNVERSIONED_TRAIN_OPTIONS)} may pass as options")
+    optional = {"seq_len": seq_len, "mp": mp}
+    model = preset or (f"warm start from {warm_start_hf}" if warm_start_hf else
+                       f"{shape.hidden}-wide {shape.layers}-layer decoder")
     return ExecutorStep(
         name=f"checkpoints/{name}",
         fn=train,
         config=TrainConfig(caches={source: output_path_of(step) for source, step in caches.items()},
-                           tokenizer=output_path_of(tokenizer), preset=versioned(preset),
-                           mixture=versioned(mixture), batch_size=versioned(batch_size),
-                           token_budget=versioned(token_budget), num_steps=versioned(num_steps),
-                           optimizer=versioned(optimizer), seed=versioned(seed), tpu=tpu,
-                           output_path=this_output_path(), **options),
-        description=f"{preset} on {mixture.name}, batch {batch_size}"
+                           tokenizer=output_path_of(tokenizer), preset=_versioned(preset or "custom"),
+                           shape=_versioned(shape), warm_start_hf=_versioned(warm_start_hf),
+                           mixture=_versioned(mixture), anneal_mixture=_versioned(anneal_mixture),
+                           batch_size=_versioned(batch_size), token_budget=_versioned(token_budget),
+                           num_steps=_versioned(num_steps), optimizer=_versioned(optimizer), seed=_versioned(seed),
+                           tpu=tpu, output_path=this_output_path(),
+                           **{k: _versioned(v) for k, v in optional.items() if v is not None}, **options),
+        description=f"{model} on {mixture.name}"
+                    + (f", annealed on {anneal_mixture.name}" if anneal_mixture else "")
+                    + f", batch {batch_size}"
                     + (f", {token_budget:.3g} tokens" if token_budget else f", {num_steps} steps"),
         resources=ResourceConfig(tpu=tpu, max_retries=3) if tpu else ResourceConfig(cpus=2),
     )
+
+
+def _versioned(value):
+    """versioned(value), unless the caller already marked it."""
+    from pipeline import VersionedValue
+
+    return value if isinstance(value, VersionedValue) else versioned(value)

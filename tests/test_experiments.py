@@ -54,3 +54,24 @@ def test_isoflop_sweep_analysis_reads_every_train_and_nll_eval_of_the_grid():
         nll = by_path[run.evals["validation_nll"]]
         assert nll.name.startswith("evaluation/validation_nll-") and train in nll.dependencies
         assert train in fits.dependencies and nll in fits.dependencies
+
+
+def test_default_train_versions_what_changes_the_model_and_refuses_the_rest():
+    from experiments.defaults import default_train
+    from experiments.soda_data import tokenized, tokenizer
+    from pipeline.plan import build_plan
+    from steps.training.mixtures import FINAL
+
+    def run(**kw):
+        args = dict(caches=tokenized, tokenizer=tokenizer, mixture=FINAL, batch_size=8, num_steps=10, preset="tiny")
+        args.update(kw)
+        return build_plan([default_train("t", **args)], "/p").steps[-1]
+
+    base = run()
+    assert run(checkpoint_every_steps=5).versioned_name == base.versioned_name  # cadence: same model
+    for change in (dict(mp="f32"), dict(seq_len=128), dict(seed=1), dict(batch_size=16)):
+        assert run(**change).versioned_name != base.versioned_name, change
+    with pytest.raises(TypeError, match="learning_rate"):
+        run(learning_rate=1e-3)
+    with pytest.raises(ValueError, match="exactly one of preset, shape, warm_start_hf"):
+        run(warm_start_hf="Qwen/Qwen3-0.6B-Base")
