@@ -3,12 +3,27 @@
     python experiments/soda_local.py [--dry-run] [--prefix P]
 
 A PLUMBING RUN, NOT A SPEECH MODEL: with no access to the Hugging Face hub the codec is a
-Mimi of the real architecture with seeded random weights, and the corpus is a few minutes of
-synthetic voices. Every stage runs for real (Ray tasks, the extended Llama 3 tokenizer, a
-Levanter token cache), so the run shows the pipeline works end to end; its numbers say nothing
-about speech modelling.
+Mimi of the real architecture with seeded random weights, the corpus is a few minutes of
+synthetic voices, the eval data are the local fixtures (eval.fixtures, a handful of examples
+each) and the TTS judges are random-init. Every stage runs for real (Ray tasks, the extended
+Llama 3 tokenizer, a Levanter token cache, Levanter training, the eval suite, the scaling fits),
+so the run shows the pipeline works end to end; its numbers say nothing about speech modelling.
 
-Stages so far: corpus -> Mimi codes -> interleaved documents -> tokenizer -> token cache.
+Stages: corpus -> Mimi codes -> interleaved documents -> tokenizer -> token cache ->
+a mini IsoFLOP sweep (3 budgets x 3 widths) -> evals -> scaling-law fits + plots ->
+NLL-vs-downstream correlations -> the experiment log's report.
+
+The mini sweep uses the paper's grid rules (steps.scaling.grid) with tiny numbers so that each
+run is a few dozen CPU steps: training budgets 2e11, 4e11 and 8e11 FLOPs; widths 32, 80 and 128
+(1-2 layers, one head); sequence length 128; at most 32 steps per run before the batch doubles;
+batch down to 1; FLOP tolerance 5% (steps are few, so rounding costs more than the paper's 1%).
+Vocabulary: the full extended Llama 3 tokenizer (144,644 ids), so the LM head dominates each
+model's FLOPs. Evaluations: validation NLL (the fits' loss) and sBLIMP, ASR and TTS (the
+correlations) on every model; the full task list on the middle-budget middle-width model.
+After a few dozen steps the smallest model usually wins every budget, so the runs do not bracket
+a loss minimum and Approach 2 is undefined: the fits step then says so in its summary and fits
+Approach 3 only (local_scaling_analysis). Measured: about 9 minutes from an empty prefix on 2
+shared CPU cores; a rerun is all cached in under a second.
 """
 
 import os
@@ -16,23 +31,160 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import dataclasses  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
 from experiments.defaults import (  # noqa: E402
     default_encode,
     default_interleave,
     default_tokenize,
     default_tokenizer,
+    default_train,
     local_corpus,
 )
-from pipeline import executor_main  # noqa: E402
+from pipeline import ExecutorStep, executor_main, output_path_of, this_output_path, versioned  # noqa: E402
+from steps.scaling.analysis import CorrelationConfig, RunRef, ScalingAnalysisConfig  # noqa: E402
+from steps.scaling.analysis import run_correlation, run_scaling_analysis  # noqa: E402
+from steps.scaling.grid import IsoFlopGridConfig, isoflop_grid  # noqa: E402
+from steps.training.mixtures import mixture  # noqa: E402
+from steps.training.optimizer import IsoFlopRecipe  # noqa: E402
 
-corpus = local_corpus()
-encoded = default_encode("local-emilia-like", corpus, files="*.tar", mimi_model="random", batch_size=4)
-documents = default_interleave("local-emilia-like", encoded)
-tokenizer = default_tokenizer()
-tokenized = default_tokenize("local-emilia-like", documents, tokenizer)
+DESCRIPTION = ("SODA offline end-to-end PLUMBING RUN, NOT A SPEECH MODEL: random-weight Mimi, shipped synthetic "
+               "corpus, full Llama 3 + SODA tokenizer, a mini IsoFLOP sweep of tiny models (3 budgets x 3 widths, "
+               "seq 128, a few dozen CPU steps each), every eval task on local fixtures with random-init TTS judges, "
+               "scaling fits and correlations; the numbers exercise the pipeline and say nothing about speech")
 
-STEPS = [tokenized]
+LOCAL_GRID = IsoFlopGridConfig(budgets=(2e11, 4e11, 8e11), min_width=32, max_width=128, width_step=48,
+                               seq_len=128, steps_per_run=32, min_batch=1, flop_tolerance=0.05)
+EVERY_MODEL_TASKS = ("validation_nll", "sblimp", "asr", "tts")
+ALL_TASKS = ("sblimp", "swuggy", "salmon", "tblimp", "twuggy", "storycloze_spoken", "storycloze_text",
+             "hellaswag", "asr", "tts", "validation_nll")
+
+
+@dataclass(frozen=True)
+class RandomJudgesConfig:
+    output_path: str = this_output_path()
+    seed: int = 0
+
+
+def make_random_judges_step(config: RandomJudgesConfig) -> None:
+    """Tiny random-init Whisper and WavLM x-vector dirs: offline stand-ins for the TTS judges."""
+    from eval.judges import make_random_judges
+    from tokenizer.testing import make_tiny_qwen_style_tokenizer_dir
+
+    root = config.output_path
+    make_random_judges(root, make_tiny_qwen_style_tokenizer_dir(os.path.join(root, "plain-tokenizer")), config.seed)
+
+
+def local_scaling_analysis(config: ScalingAnalysisConfig) -> None:
+    """The scaling analysis; when a budget's runs do not bracket a loss minimum (usual for models of a
+    few dozen CPU steps, where the smallest model wins every budget) Approach 2 is undefined, so this
+    records why and still fits Approach 3 (with bootstrap intervals) and draws its predictions."""
+    import json
+
+    from steps.scaling import plots
+    from steps.scaling.analysis import _runs_from_refs
+    from steps.scaling.approach3 import bootstrap_parametric, fit_parametric, parametric_intervals
+    from steps.scaling.runs import RunsError, runs_to_csv
+
+    try:
+        return run_scaling_analysis(config)
+    except RunsError as err:
+        if "bracket the optimum" not in str(err):
+            raise
+        reason = str(err)
+    out = config.output_path.rstrip("/")
+    runs, skipped, _ = _runs_from_refs(config.runs, config.params, config.nll_task, config.nll_metric,
+                                       "scaling-analysis runs")
+    a3 = fit_parametric(runs.params, runs.tokens, runs.loss, delta=config.huber_delta)
+    thetas = bootstrap_parametric(runs.params, runs.tokens, runs.loss, a3, resamples=config.bootstrap,
+                                  seed=config.seed, delta=config.huber_delta)
+    approach3 = {**a3.law.as_dict(), "objective": a3.objective, "huber_delta": config.huber_delta,
+                 "intervals": {"level": config.level, "resamples": config.bootstrap,
+                               **parametric_intervals(thetas, config.level)}}
+    approach2 = {"error": reason}
+    fits = {"runs": len(runs), "budgets": runs.budgets(), "params_kind": config.params,
+            "approach2": approach2, "approach3": approach3}
+    plots.write_bytes(f"{out}/fits.json", json.dumps(fits, indent=2).encode())
+    plots.write_bytes(f"{out}/runs.csv", runs_to_csv(runs, []).encode())
+    written = plots.plot_loss_predictions(a3.law, runs, out, config.predict_ks)
+    summary = {"runs": len(runs), "budgets": fits["budgets"], "params_kind": config.params, "skipped": skipped,
+               "approach2": approach2, "approach2_error": reason,
+               "approach3": {k: approach3[k] for k in ("E", "A", "B", "alpha", "beta", "n_exponent", "d_exponent")},
+               "intervals": {"approach2": None, "approach3": approach3["intervals"]},
+               "files": ["fits.json", "runs.csv", *(p.rsplit("/", 1)[-1] for p in written)]}
+    plots.write_bytes(f"{out}/summary.json", json.dumps(summary, indent=2).encode())
+
+
+def local_eval(task: str, model: ExecutorStep, data: ExecutorStep, judges: ExecutorStep,
+               tokenizer: ExecutorStep) -> ExecutorStep:
+    """An eval step with offline settings: random Mimi (as the corpus was encoded), the random judges,
+    short generations, the model's HF export scored with torch."""
+    from steps.evaluate import eval_step
+
+    step = eval_step(task, model, data, mimi_model="random", whisper_normalizer=None, tts_max_new_tokens=96,
+                     asr_max_new_tokens=12, backend="hf", batch_size=4, plumbing_run=True)
+    # step outputs as paths (eval_step would version them): the judges' and tokenizer's own hashes cover them
+    config = dataclasses.replace(step.config, tts_asr_judge=output_path_of(judges, "random-whisper"),
+                                 tts_sim_judge=output_path_of(judges, "random-wavlm-sv"),
+                                 tokenizer=output_path_of(tokenizer))
+    return dataclasses.replace(step, config=config)
+
+
+def build_steps() -> list[ExecutorStep]:
+    from eval.fixtures import local_fixture_step
+    from eval.tasks import get_task
+
+    corpus = local_corpus()
+    encoded = default_encode("local-emilia-like", corpus, files="*.tar", mimi_model="random", batch_size=4)
+    documents = default_interleave("local-emilia-like", encoded)
+    tokenizer = default_tokenizer()
+    tokenized = default_tokenize("local-emilia-like", documents, tokenizer)
+    judges = ExecutorStep(name="judges/random-init", fn=make_random_judges_step,
+                          config=RandomJudgesConfig(seed=versioned(0)),
+                          description="random-init Whisper and WavLM judges for the offline TTS eval (plumbing)")
+    fixtures: dict[str, ExecutorStep] = {}
+
+    def fixture(task: str) -> ExecutorStep:
+        kind = get_task(task).fixture
+        if kind not in fixtures:
+            fixtures[kind] = local_fixture_step(kind)
+        return fixtures[kind]
+
+    points = isoflop_grid(LOCAL_GRID)
+    full_index = len(points) // 2  # the middle budget's middle width gets every task
+    mix = mixture("local-emilia-like", {"emilia-en": 1.0})
+    runs, evals_all = [], []
+    for i, point in enumerate(points):
+        model = default_train(point.name, preset=f"isoflop-d{point.hidden}", caches={"emilia-en": tokenized},
+                              tokenizer=tokenizer, mixture=mix, batch_size=point.batch, num_steps=point.steps,
+                              optimizer=IsoFlopRecipe.for_point(point), seq_len=versioned(LOCAL_GRID.seq_len),
+                              mp="f32", checkpoint_every_steps=100_000, checkpoint_every_minutes=None,
+                              steps_per_eval=100_000, plumbing_run=True)
+        tasks = ALL_TASKS if i == full_index else EVERY_MODEL_TASKS
+        evals = {task: local_eval(task, model, fixture(task), judges, tokenizer) for task in tasks}
+        evals_all += evals.values()
+        runs.append(RunRef(budget=point.budget, train=output_path_of(model), name=point.name,
+                           evals={task: output_path_of(step) for task, step in evals.items()
+                                  if task in EVERY_MODEL_TASKS}))
+    fits = ExecutorStep(
+        name="analysis/local-isoflop-scaling-laws", fn=local_scaling_analysis,
+        config=ScalingAnalysisConfig(output_path=this_output_path(), runs=tuple(runs), bootstrap=versioned(100)),
+        description="Approach 2 and 3 fits of the fixture validation NLL over the mini sweep (plumbing)",
+    )
+    correlations = ExecutorStep(
+        name="analysis/local-isoflop-correlations", fn=run_correlation,
+        config=CorrelationConfig(output_path=this_output_path(), runs=tuple(runs)),
+        description="validation NLL vs sBLIMP, ASR/TTS WER and TTS SIM over the mini sweep (plumbing)",
+    )
+    return [tokenized, *evals_all, fits, correlations]
+
+
+STEPS = build_steps()
+DATA_STEPS = STEPS[:1]  # the data stages only: corpus -> codes -> documents -> tokenizer -> token cache
 
 if __name__ == "__main__":
-    executor_main(steps=STEPS, description="SODA offline plumbing run on the shipped corpus (random-weight Mimi; "
-                                           "not a speech model)")
+    # run the module's own copy so step functions pickle by reference (experiments.soda_local), not by value
+    from experiments import soda_local
+
+    executor_main(steps=soda_local.STEPS, description=DESCRIPTION, experiment_name="soda_local")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from typing import Any, Optional
 
 from pipeline import storage
 from pipeline.plan import Plan, PlannedStep
+
+logger = logging.getLogger(__name__)
 
 RECORD_SCHEMA = 1
 DEFAULT_PREFIX = "soda-out"
@@ -29,6 +32,11 @@ def default_prefix() -> str:
 
 def experiments_dir(prefix: str) -> str:
     return storage.join(prefix, "experiments")
+
+
+def index_path(prefix: str) -> str:
+    """The page listing every experiment record under `prefix`."""
+    return storage.join(experiments_dir(prefix), "index.html")
 
 
 def record_path(prefix: str, experiment: str, dag_hash: str) -> str:
@@ -113,12 +121,23 @@ class ExperimentRecord:
         storage.write_json_atomic(self.url, self.data)
 
     def finish(self, status: str) -> None:
+        from pipeline.log_page import write_index, write_pages
+
         self.run["status"] = status
         self.run["ended"] = time.time()
-        self.save()
-        from pipeline.log_page import write_pages
+        self.save()  # the run's outcome is on record before anything below can go wrong
+        try:
+            from pipeline.report import add_report
 
+            add_report(self.data)  # tables, fits and plots from the steps' summary.json files
+            self.save()
+        except Exception as e:  # a report problem must never cost the record or the page
+            logger.warning("experiment log: could not build the report sections: %s: %s", type(e).__name__, e)
         write_pages(self.data, self.url)
+        try:
+            write_index(self.data["prefix"])
+        except Exception as e:
+            logger.warning("experiment log: could not rewrite the index page: %s: %s", type(e).__name__, e)
 
 
 def list_records(prefix: str, experiment: Optional[str] = None) -> list[str]:
@@ -207,8 +226,12 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("path", nargs="?", help="a record (.json/.html) or a prefix (default: $SODA_PREFIX or ./soda-out)")
     parser.add_argument("--experiment", help="with a prefix: the experiment's script name")
     parser.add_argument("--open", action="store_true", help="open the HTML page in a browser")
+    parser.add_argument("--index", action="store_true",
+                        help="list every run under the prefix (and with --open, open the index page)")
     args = parser.parse_args(argv)
     path = args.path or default_prefix()
+    if args.index:
+        return _index_cli(path, args.open)
     if path.endswith(".json") or path.endswith(".html"):
         url = path[:-5] + ".json" if path.endswith(".html") else path
         data = storage.read_json(url)
@@ -223,8 +246,28 @@ def cli_main(argv: list[str]) -> int:
         url = record_path(path, data["experiment"], data["dag_hash"])
     print(summarize(data))
     page = url[:-5] + ".html"
-    print(f"\nlog page: {page}")
+    print()
+    print(f"all runs: {index_path(data.get('prefix') or path)} (soda log --index)")
+    print(f"log page: {page}")
     if args.open:
+        import webbrowser
+
+        webbrowser.open(page if "://" in page else "file://" + os.path.abspath(page))
+    return 0
+
+
+def _index_cli(prefix: str, open_page: bool) -> int:
+    from pipeline.log_page import index_rows, write_index
+
+    rows = index_rows(prefix)
+    if not rows:
+        print(f"soda log: no experiment records under {experiments_dir(prefix)}", file=sys.stderr)
+        return 1
+    page = write_index(prefix, rows)
+    for r in rows:
+        print(f"{_when(r['started'])}  {r['status']:<9} {r['experiment']}-{r['dag_hash']}  {r['page']}")
+    print(f"\nindex page: {page}")
+    if open_page:
         import webbrowser
 
         webbrowser.open(page if "://" in page else "file://" + os.path.abspath(page))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any
+from typing import Any, Optional
 
 from pipeline import storage
-from pipeline.experiment_log import step_order
+from pipeline.experiment_log import experiments_dir, index_path, list_records, step_order
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -19,6 +19,9 @@ th{background:#f5f5f5}code{font-size:12px}
 .meta td:first-child{font-weight:bold;width:9em}
 .plumbing{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;margin:1em 0;font-weight:bold}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:24em}
+table.report td:not(:first-child),table.report th:not(:first-child){text-align:right}
+figure.plot{display:inline-block;margin:1em 1em 0 0;max-width:100%}figure.plot svg{max-width:100%;height:auto}
+figcaption{font-size:12px;color:#555}
 """
 
 
@@ -125,3 +128,46 @@ def write_pages(data: dict[str, Any], record_url: str) -> str:
     storage.write_text_atomic(base + ".html", storage.redact(render_html(data)))
     storage.write_text_atomic(base + ".md", storage.redact(render_markdown(data)))
     return base + ".html"
+
+
+def index_rows(prefix: str) -> list[dict[str, Any]]:
+    """One row per experiment record under `prefix`, newest run first."""
+    rows = []
+    for url in list_records(prefix):
+        try:
+            data = storage.read_json(url)
+        except ValueError:
+            continue  # a broken record is reported by `soda log` on it, not here
+        if not data or not data.get("runs"):
+            continue
+        run = data["runs"][-1]
+        rows.append({"experiment": data.get("experiment", "?"), "dag_hash": data.get("dag_hash", "?"),
+                     "description": data.get("description") or "", "status": run.get("status", "?"),
+                     "started": run.get("started"), "ended": run.get("ended"), "runs": len(data["runs"]),
+                     "steps": len(data.get("steps", {})), "plumbing": bool(data.get("plumbing_steps")),
+                     "page": url[: -len(".json")] + ".html"})
+    return sorted(rows, key=lambda r: r["started"] or 0, reverse=True)
+
+
+def render_index(prefix: str, rows: list[dict[str, Any]]) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
+             f"<title>experiment runs under {e(prefix)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>Experiment runs <small>{e(experiments_dir(prefix))}</small></h1>",
+             "<table class='index'><tr><th>started</th><th>status</th><th>experiment</th><th>runs</th><th>steps</th>"
+             "<th>description</th></tr>"]
+    for r in rows:
+        name = r["page"].rsplit("/", 1)[-1]
+        plumbing = " <span class='plumbing'>plumbing run</span>" if r["plumbing"] else ""
+        parts.append(f"<tr><td>{_when(r['started'])}</td><td class='{e(r['status'])}'>{e(r['status'])}</td>"
+                     f"<td><a href='{e(name)}'>{e(r['experiment'])}</a> <small>{e(r['dag_hash'])}</small></td>"
+                     f"<td>{r['runs']}</td><td>{r['steps']}</td><td>{e(r['description'])}{plumbing}</td></tr>")
+    parts.append("</table></body></html>\n")
+    return "".join(parts)
+
+
+def write_index(prefix: str, rows: Optional[list[dict[str, Any]]] = None) -> str:
+    """Rewrite `{prefix}/experiments/index.html`; returns its path."""
+    url = index_path(prefix)
+    storage.write_text_atomic(url, storage.redact(render_index(prefix, index_rows(prefix) if rows is None else rows)))
+    return url

@@ -36,7 +36,7 @@ def test_local_data_stages_on_ray(ray_cluster, tmp_path):
 
     prefix = str(tmp_path / "prefix")
     executor = Executor(prefix, experiment_name="soda_local")
-    result = executor.run(soda_local.STEPS)
+    result = executor.run(soda_local.DATA_STEPS)
     assert len(result.names("succeeded")) == 5
     paths = {step.name: executor.output_paths[step] for step in executor.steps}
 
@@ -65,5 +65,5 @@ def test_local_data_stages_on_ray(ray_cluster, tmp_path):
     want = chars_to_codes(first["audio"])
     assert any(span.size == want.size and np.array_equal(ids_to_codes(span, 128260), want) for span in spans)
 
-    again = Executor(prefix, experiment_name="soda_local").run(soda_local.STEPS)
+    again = Executor(prefix, experiment_name="soda_local").run(soda_local.DATA_STEPS)
     assert len(again.names("cached")) == 5
