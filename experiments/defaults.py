@@ -185,3 +185,11 @@ def _versioned(value):
     from pipeline import VersionedValue
 
     return value if isinstance(value, VersionedValue) else versioned(value)
+
+
+def run_ref(name: str, model: ExecutorStep, evals: dict[str, ExecutorStep], budget: float = 0.0):
+    """A trained model and its evaluation steps, as the analysis steps read them."""
+    from steps.scaling.analysis import RunRef
+
+    return RunRef(budget=budget, train=output_path_of(model), name=name,
+                  evals={task: output_path_of(step) for task, step in evals.items()})

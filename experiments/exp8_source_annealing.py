@@ -25,6 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.defaults import run_ref  # noqa: E402
+
 from experiments.defaults import (  # noqa: E402
     default_encode,
     default_interleave,
@@ -37,10 +39,10 @@ from experiments.exp8_soda_prelim import evals as prelim_evals  # noqa: E402
 from experiments.exp8_soda_prelim import prelim  # noqa: E402
 from experiments.exp8_soda_prelim import tokenized as prelim_tokenized  # noqa: E402
 from experiments.soda_data import EVAL_DATA, tokenized, tokenizer  # noqa: E402
-from pipeline import ExecutorStep, executor_main, output_path_of, this_output_path, versioned  # noqa: E402
+from pipeline import ExecutorStep, executor_main, this_output_path, versioned  # noqa: E402
 from steps.download import DownloadConfig  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
-from steps.scaling.analysis import CorrelationConfig, RunRef, run_correlation  # noqa: E402
+from steps.scaling.analysis import CorrelationConfig, run_correlation  # noqa: E402
 from steps.training.accounting import ModelShape  # noqa: E402
 from steps.training.mixtures import MIXTURES, PRELIM  # noqa: E402
 from steps.training.optimizer import SodaRecipe  # noqa: E402
@@ -95,11 +97,6 @@ anneal_evals = {source: {task: eval_step(task, model, EVAL_DATA[task], gpus=1) f
                 for source, model in annealed.items()}
 proxy_evals = {source: {task: eval_step(task, model, EVAL_DATA[task], gpus=1) for task in PROXY_TASKS}
                for source, model in proxies.items()}
-
-
-def run_ref(name: str, model: ExecutorStep, evals: dict) -> RunRef:
-    return RunRef(budget=0.0, train=output_path_of(model), name=name,
-                  evals={task: output_path_of(step) for task, step in evals.items()})
 
 
 # The comparison: every run's metrics side by side (the experiment log's Results table) and

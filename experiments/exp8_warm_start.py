@@ -21,14 +21,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.defaults import run_ref  # noqa: E402
+
 from experiments.defaults import default_tokenize, default_tokenizer, default_train  # noqa: E402
 from experiments.exp1699_soda_all import SLICES, TOKENS  # noqa: E402
 from experiments.exp1699_soda_all import evals as cold_evals  # noqa: E402
 from experiments.exp1699_soda_all import models as cold_models  # noqa: E402
 from experiments.soda_data import EVAL_DATA, documents  # noqa: E402
-from pipeline import ExecutorStep, executor_main, output_path_of, this_output_path  # noqa: E402
+from pipeline import ExecutorStep, executor_main, this_output_path  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
-from steps.scaling.analysis import CorrelationConfig, RunRef, run_correlation  # noqa: E402
+from steps.scaling.analysis import CorrelationConfig, run_correlation  # noqa: E402
 from steps.training.mixtures import FINAL  # noqa: E402
 from steps.training.optimizer import SodaRecipe  # noqa: E402
 
@@ -50,11 +52,6 @@ warm = {
 # The full suite for the warm runs; the cold runs' evaluations are exp1699's own steps.
 warm_evals = {size: {task: eval_step(task, model, data, gpus=1) for task, data in EVAL_DATA.items()}
               for size, model in warm.items()}
-
-
-def run_ref(name: str, model: ExecutorStep, evals: dict) -> RunRef:
-    return RunRef(budget=0.0, train=output_path_of(model), name=name,
-                  evals={task: output_path_of(step) for task, step in evals.items()})
 
 
 comparison = ExecutorStep(
