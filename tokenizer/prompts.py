@@ -12,6 +12,11 @@ transcripts (`tokenizer.documents.sanitize_text`) unless `sanitize=False`.
     voice-conditioned TTS: <|text_start|>Tp<|text_end|><|audio_start|>Ap<|audio_end|>
                            <|text_start|>T<|text_end|><|audio_start|>              -> A <|audio_end|>
     ASR:                   <|audio_start|>A<|audio_end|><|text_start|>             -> T <|text_end|>
+    S2ST (fine-tuned):     <|audio_start|>As<|audio_end|><|text_start|>Ts<|text_end|><|text_start|>
+                                                             -> Tt <|text_end|><|audio_start|>At <|audio_end|>
+
+The S2ST fine-tune's documents are `s2st_prompt(...).text + s2st_answer(...)`: source audio, source
+text, target text, target audio; the loss is on the answer only.
 """
 
 from __future__ import annotations
@@ -73,3 +78,18 @@ def voice_tts_prompt(
 def asr_prompt(audio: str) -> Prompt:
     """Transcribe `audio`; the answer is text up to <|text_end|>."""
     return Prompt(AUDIO_START + _audio(audio, "audio") + AUDIO_END + TEXT_START, TEXT_END)
+
+
+def s2st_prompt(source_audio: str, source_text: str, *, sanitize: bool = True) -> Prompt:
+    """Translate speech (with its transcript); the answer is the target-language text, then its
+    speech in the source speaker's voice, up to the final <|audio_end|> (see `s2st_answer`)."""
+    return Prompt(
+        AUDIO_START + _audio(source_audio, "source_audio") + AUDIO_END
+        + TEXT_START + _text(source_text, sanitize) + TEXT_END + TEXT_START,
+        AUDIO_END,
+    )
+
+
+def s2st_answer(target_text: str, target_audio: str, *, sanitize: bool = True) -> str:
+    """What follows `s2st_prompt` in an S2ST document: the part the fine-tune's loss is on."""
+    return _text(target_text, sanitize) + TEXT_END + AUDIO_START + _audio(target_audio, "target_audio") + AUDIO_END
