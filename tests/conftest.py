@@ -8,6 +8,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+# Every Ray in the suite (embedded, `ray start` clusters on 127.0.0.1, ray.cluster_utils) runs without
+# token auth. Ray 2.60 turns token auth on for a new local cluster when RAY_AUTH_MODE is unset (and
+# writes ~/.ray/auth_token), but a process reads the mode once, at its first ray.init: a test that
+# connected with one mode would break every later in-process Ray started with the other. The
+# end-to-end run of experiments/soda_local.py unsets it, so Ray's default mode is exercised too.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
 
 @pytest.fixture
 def prefix(tmp_path: Path) -> str:
@@ -24,3 +31,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def llama3_dir(tmp_path_factory) -> str:
+    """The Llama 3 + SODA tokenizer (144,644 ids), built once per session from the offline base."""
+    from tokenizer.testing import llama3_extended_dir
+
+    return llama3_extended_dir(str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="session")
+def qwen_dir(tmp_path_factory) -> str:
+    """The tiny Qwen-style SODA tokenizer (16,840 ids), built once per session."""
+    from tokenizer.testing import qwen_style_extended_dir
+
+    return qwen_style_extended_dir(str(tmp_path_factory.getbasetemp()))

@@ -52,21 +52,6 @@ def interleaved_docs():
     ]
 
 
-@pytest.fixture(scope="module")
-def llama3_dir(tmp_path_factory):
-    from tokenizer.testing import llama3_extended_dir
-
-    # shared with tests/test_tokenizer_build.py within one pytest session
-    return llama3_extended_dir(str(tmp_path_factory.getbasetemp()))
-
-
-@pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    from tokenizer.testing import qwen_style_extended_dir
-
-    return qwen_style_extended_dir(str(tmp_path_factory.getbasetemp()))
-
-
 def hf_ids(tokenizer_dir, docs):
     from transformers import AutoTokenizer
 

@@ -12,14 +12,6 @@ from tokenizer.vocab import SODA_SPECIAL_TOKENS
 
 
 @pytest.fixture(scope="module")
-def llama3_dir(tmp_path_factory):
-    from tokenizer.testing import llama3_extended_dir
-
-    # shared with tests/test_tokenize_step.py within one pytest session
-    return llama3_extended_dir(str(tmp_path_factory.getbasetemp()))
-
-
-@pytest.fixture(scope="module")
 def hf(llama3_dir):
     from transformers import AutoTokenizer
 
