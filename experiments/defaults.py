@@ -8,6 +8,7 @@ Importing this module imports no framework: the step functions import theirs whe
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from typing import Optional, Sequence
 
@@ -81,8 +82,16 @@ def default_interleave(name: str, encoded: ExecutorStep, max_document_tokens: Op
     )
 
 
-def download(name: str, preset: DownloadConfig) -> ExecutorStep:
-    """A `raw/...` step: a preset from steps.download_presets, pinned to its revision."""
+def download(name: str, preset: DownloadConfig | str) -> ExecutorStep:
+    """A `raw/...` step: a preset from steps.download_presets (its config, or its name in
+    `steps.download_presets.PRESETS`), pinned to its revision."""
+    if isinstance(preset, str):
+        from steps.download_presets import get_download_preset
+
+        preset = get_download_preset(preset)
+    if not isinstance(preset, DownloadConfig):
+        raise TypeError(f"download({name!r}): preset must be a DownloadConfig or a preset name, "
+                        f"got {type(preset).__name__}")
     return raw_step(f"raw/{name}", preset)
 
 
@@ -158,6 +167,8 @@ def default_train(name: str, *, caches: dict[str, ExecutorStep], tokenizer: Exec
     if unknown:
         raise TypeError(f"default_train({name!r}): {unknown} would change the model but stay out of the step's "
                         f"hash; only {sorted(UNVERSIONED_TRAIN_OPTIONS)} may pass as options")
+    _check_train_args(name, caches=caches, mixture=mixture, anneal_mixture=anneal_mixture, batch_size=batch_size,
+                      token_budget=token_budget, num_steps=num_steps, preset=preset, seq_len=seq_len, tpu=tpu)
     optional = {"seq_len": seq_len, "mp": mp}
     model = preset or (f"warm start from {warm_start_hf}" if warm_start_hf else
                        f"{shape.hidden}-wide {shape.layers}-layer decoder")
@@ -172,12 +183,59 @@ def default_train(name: str, *, caches: dict[str, ExecutorStep], tokenizer: Exec
                            num_steps=_versioned(num_steps), optimizer=_versioned(optimizer), seed=_versioned(seed),
                            tpu=tpu, output_path=this_output_path(),
                            **{k: _versioned(v) for k, v in optional.items() if v is not None}, **options),
-        description=f"{model} on {mixture.name}"
-                    + (f", annealed on {anneal_mixture.name}" if anneal_mixture else "")
-                    + f", batch {batch_size}"
-                    + (f", {token_budget:.3g} tokens" if token_budget else f", {num_steps} steps"),
+        description=f"{_plain(model)} on {_plain(mixture).name}"
+                    + (f", annealed on {_plain(anneal_mixture).name}" if _plain(anneal_mixture) else "")
+                    + f", batch {_plain(batch_size)}"
+                    + (f", {_plain(token_budget):.3g} tokens" if _plain(token_budget) else f", {_plain(num_steps)} steps"),
         resources=ResourceConfig(tpu=tpu, max_retries=3) if tpu else ResourceConfig(cpus=2),
     )
+
+
+def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size, token_budget, num_steps, preset,
+                      seq_len, tpu) -> None:
+    """What `steps.training.train.resolve` would refuse at run time, refused when the experiment is
+    declared (a dry run), naming the argument and what is allowed."""
+    from steps.training.presets import get_preset
+
+    plain = _plain
+    where = f"default_train({name!r})"
+    if preset is not None:
+        try:
+            get_preset(plain(preset))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{where}: preset: {exc.args[0]}") from exc
+    for field, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        value = plain(value)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError(f"{where}: {field} must be a positive int, got {value!r}")
+    budget, steps = plain(token_budget), plain(num_steps)
+    if (budget is None) == (steps is None):
+        raise ValueError(f"{where}: give exactly one of num_steps and token_budget "
+                         f"(got num_steps={steps!r}, token_budget={budget!r})")
+    for field, value in (("token_budget", budget), ("num_steps", steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise ValueError(f"{where}: {field} must be a positive number, got {value!r}")
+    for field, mix in (("mixture", plain(mixture)), ("anneal_mixture", plain(anneal_mixture))):
+        if mix is None:
+            continue
+        if not isinstance(mix, Mixture):
+            raise TypeError(f"{where}: {field} must be a steps.training.mixtures.Mixture, got {type(mix).__name__}")
+        missing = [source for source in mix.active_sources if source not in caches]
+        if missing:
+            raise ValueError(f"{where}: {field} {mix.name!r} samples {missing} but caches has no step for them "
+                             f"(caches: {sorted(caches)})")
+    if tpu is not None:
+        from steps.training.launch import slice_spec
+
+        slice_spec(tpu)
+
+
+def _plain(value):
+    """The value inside a `versioned(...)` marker, or `value` itself."""
+    from pipeline import VersionedValue
+
+    return value.value if isinstance(value, VersionedValue) else value
 
 
 def _versioned(value):

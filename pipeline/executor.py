@@ -45,6 +45,16 @@ class ExecutorError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
+class PreflightError(ExecutorError):
+    """Some steps could never run (resources the cluster lacks, a config Ray cannot ship): nothing ran."""
+
+    def __init__(self, problems: dict[str, str]):
+        self.failed, self.blocked, self.record_url = problems, [], None
+        lines = [f"{len(problems)} step(s) cannot run, so nothing was started:"]
+        lines += [f"  {name}: {problem}" for name, problem in problems.items()]
+        RuntimeError.__init__(self, "\n".join(lines))
+
+
 @dataclass
 class RunResult:
     plan: Plan
@@ -125,10 +135,15 @@ class _Run:
 
     def execute(self) -> RunResult:
         todo = [p for p in self.plan.steps if p.selected]
+        try:
+            self._preflight(todo)
+        except BaseException:
+            self.runner.shutdown()
+            raise
         for p in self.plan.steps:
             if not p.selected:
                 self._set(p, "not selected", action="skip: not selected by --run-only")
-        self.record.save()
+        self._save()
         outcome = "interrupted"
         try:
             while todo or self.running:
@@ -143,7 +158,10 @@ class _Run:
                 self._set(p, "interrupted")
                 lease.release()
             self.runner.shutdown()
-            self.record.finish(outcome)
+            try:
+                self.record.finish(outcome)
+            except OSError as e:  # a full or read-only prefix: the status files still say what happened
+                logger.error("could not write the experiment log %s: %s", self.record.url, e)
         blocked = self._names("blocked")
         ran = len(self._names("succeeded")) + len(self.errors)
         logger.info("%d steps: %d ran, %d cached, %d failed, %d blocked; log: %s.html", len(self.plan.steps), ran,
@@ -152,6 +170,30 @@ class _Run:
         if self.errors:
             raise ExecutorError(self.errors, blocked, self.record.url)
         return result
+
+    def _preflight(self, todo: list[PlannedStep]) -> None:
+        """Refuse, before anything runs, steps that could never be shipped to Ray or scheduled."""
+        pending = [p for p, s in zip(todo, storage.read_statuses([p.output_path for p in todo]))
+                   if s is None or s.status != storage.SUCCESS]
+        problems: dict[str, str] = {}
+        for p in pending:  # first what needs no cluster
+            problem = self.runner.check_shippable(p.step.fn, p.concrete_config(self.plan.paths))
+            if problem:
+                problems[p.versioned_name] = problem
+        if not problems:
+            for p in pending:
+                try:
+                    self.runner.check_resources(p.versioned_name, p.step.resources or ResourceConfig())
+                except RuntimeError as e:
+                    problems[p.versioned_name] = str(e)
+        if problems:
+            raise PreflightError(problems)
+
+    def _save(self) -> None:
+        try:
+            self.record.save()
+        except OSError as e:  # the record is a log; status files are what the executor trusts
+            logger.warning("could not write the experiment record %s: %s", self.record.url, e)
 
     def _names(self, state: str) -> list[str]:
         return [n for n, s in self.states.items() if s == state]
@@ -193,22 +235,25 @@ class _Run:
                        write=False)
             return True
         action = "take over: stale lease" if status is not None and status.status == storage.RUNNING else "run"
+        storage.remove_stale_temp_files(p.output_path)  # of a run killed while it wrote a status
         try:
             config = p.concrete_config(self.plan.paths)
             resources = p.step.resources or ResourceConfig()
-            self.runner.check_resources(p.name, resources)
+            self.runner.check_resources(p.versioned_name, resources)
             _write_info(p, config, self.owner, self.executor.experiment_name)
             storage.write_status(p.output_path, storage.RUNNING, self.owner)
             handle = self.runner.submit(p.step.fn, config, p.versioned_name, resources)
         except Exception as e:
-            lease.release()
-            self._fail(p, "".join(traceback.format_exception(e)))
+            try:
+                self._fail(p, "".join(traceback.format_exception(e)))
+            finally:
+                lease.release()  # after FAILED is written, so no other executor sees it half-way
             return True
         started = time.time()
         self.running[handle] = (p, lease, started)
         self._set(p, "running", action=action, start=started)
         logger.info("running %s (%s) -> %s", p.versioned_name, action, p.output_path)
-        self.record.save()
+        self._save()
         return True
 
     def _collect(self) -> None:
@@ -216,21 +261,32 @@ class _Run:
             p, lease, started = self.running.pop(finished.handle)
             try:
                 if finished.error is None:
-                    storage.write_status(p.output_path, storage.SUCCESS, self.owner)
-                    self._set(p, "succeeded", end=time.time())
-                    logger.info("succeeded %s in %.1fs", p.versioned_name, time.time() - started)
+                    try:
+                        storage.write_status(p.output_path, storage.SUCCESS, self.owner)
+                    except OSError as e:
+                        self._fail(p, f"step {p.versioned_name} returned, but its output is not marked done because "
+                                      f"its SUCCESS status could not be written: "
+                                      f"{storage.not_writable(p.output_path, e, 'the step output').strerror}")
+                    else:
+                        self._set(p, "succeeded", end=time.time())
+                        logger.info("succeeded %s in %.1fs", p.versioned_name, time.time() - started)
                 else:
-                    self._fail(p, finished.traceback or repr(finished.error))
-                    self.record.update_step(p.versioned_name, end=time.time())
+                    text = (finished.traceback or repr(finished.error)).rstrip()
+                    self._fail(p, text + storage.filesystem_hint(text, p.output_path))
+                self.record.update_step(p.versioned_name, end=time.time())
             finally:
                 lease.release()
-            self.record.save()
+            self._save()
 
     def _fail(self, p: PlannedStep, text: str, write: bool = True) -> None:
         text = storage.redact(text)
         last = text.strip().splitlines()[-1] if text.strip() else "error"
         if write:
-            storage.write_status(p.output_path, storage.FAILED, self.owner, error=last, traceback=text)
+            try:
+                storage.write_status(p.output_path, storage.FAILED, self.owner, error=last, traceback=text)
+            except OSError as e:  # e.g. the disk filled up: the step is not SUCCESS, a rerun redoes it
+                text += (f"\n(its FAILED status could not be written either: {e}; the output stays unfinished "
+                         "and a rerun takes it over)")
         self.errors[p.versioned_name] = text
         self._set(p, "failed", error=text)
         logger.error("failed %s: %s", p.versioned_name, last)

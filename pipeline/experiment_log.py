@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from pipeline import storage
 from pipeline.plan import Plan, PlannedStep
+from pipeline.redaction import redact_argv
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class ExperimentRecord:
             "ended": None,
             "user": _user(),
             "host": socket.gethostname(),
-            "command": [sys.executable, *sys.argv],
+            "command": redact_argv([sys.executable, *sys.argv]),
             "git": git_state(sys.argv[0] if sys.argv and os.path.exists(sys.argv[0]) else None),
             "steps": {p.versioned_name: {"status": "pending"} for p in plan.steps},
         }

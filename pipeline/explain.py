@@ -57,7 +57,8 @@ def unversioned_differences(planned: PlannedStep) -> list[str]:
     info = storage.read_json(storage.join(planned.output_path, storage.INFO_FILE))
     if not info or info.get("fingerprint") == digest(planned.fields):
         return []
-    return [key for key, _, _ in changed_fields(info.get("fields", {}), planned.fields)]
+    current = storage.redact_data(planned.fields)  # the info file holds the redacted view
+    return [key for key, _, _ in changed_fields(info.get("fields", {}), current)]
 
 
 def explain_changes(planned: PlannedStep, previous: Optional[dict[str, Any]]) -> list[str]:

@@ -125,6 +125,7 @@ def render_markdown(data: dict[str, Any]) -> str:
 
 def write_pages(data: dict[str, Any], record_url: str) -> str:
     base = record_url[: -len(".json")]
+    data = storage.redact_data(data)  # secrets under secret-looking keys, before escaping hides them
     storage.write_text_atomic(base + ".html", storage.redact(render_html(data)))
     storage.write_text_atomic(base + ".md", storage.redact(render_markdown(data)))
     return base + ".html"

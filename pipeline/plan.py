@@ -7,11 +7,13 @@ real run share.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from pipeline.identity import (
+    EncodingError,
     StepIdentity,
     as_input,
     compute_identity,
@@ -26,6 +28,10 @@ from pipeline.storage import join
 
 class PlanError(ValueError):
     """The declared steps do not form a valid DAG."""
+
+
+class UnhashableConfigError(PlanError, EncodingError):
+    """A versioned value has no deterministic encoding, so the step has no identity."""
 
 
 @dataclass
@@ -100,7 +106,12 @@ def build_plan(roots: Sequence[ExecutorStep], prefix: str, run_only: Optional[Se
     by_versioned_name: dict[str, PlannedStep] = {}
     planned: list[PlannedStep] = []
     for step in order:
-        identity = compute_identity(step, identities)
+        try:
+            identity = compute_identity(step, identities)
+        except EncodingError as e:
+            raise UnhashableConfigError(
+                f"{e}. Nothing was run: fix the value or leave it unversioned if it does not change the output."
+            ) from e
         identities[id(step)] = identity
         deps = [by_id[id(d)] for d in dependencies_of(step)]
         path = step.override_output_path or join(prefix, identity.versioned_name)
@@ -169,13 +180,31 @@ def _fn_name(step: ExecutorStep) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
+def _same_fn(f: Any, g: Any) -> bool:
+    """Whether two step functions are the same code: one object, or one importable module-level name.
+
+    Lambdas, local functions and partials share names across different code, so they match only
+    when they are the same object (or partials of the same function with equal arguments).
+    """
+    if f is g:
+        return True
+    if isinstance(f, functools.partial) and isinstance(g, functools.partial):
+        return _same_fn(f.func, g.func) and f.args == g.args and f.keywords == g.keywords
+    qualname = getattr(f, "__qualname__", None)
+    if not qualname or "<" in qualname or qualname != getattr(g, "__qualname__", None):
+        return False
+    return getattr(f, "__module__", None) == getattr(g, "__module__", None)
+
+
 def _same_computation(a: PlannedStep, b: PlannedStep) -> bool:
-    return _fn_name(a.step) == _fn_name(b.step) and a.fields == b.fields and \
+    return _same_fn(a.step.fn, b.step.fn) and a.fields == b.fields and \
         a.step.override_output_path == b.step.override_output_path
 
 
 def _difference(a: PlannedStep, b: PlannedStep) -> str:
-    if _fn_name(a.step) != _fn_name(b.step):
+    if not _same_fn(a.step.fn, b.step.fn):
+        if _fn_name(a.step) == _fn_name(b.step):
+            return f"their function (two different objects both named {_fn_name(a.step)})"
         return f"their function ({_fn_name(a.step)} vs {_fn_name(b.step)})"
     keys = sorted(k for k in set(a.fields) | set(b.fields) if a.fields.get(k) != b.fields.get(k))
     return "unversioned config fields " + ", ".join(keys[:8]) if keys else "their output path override"

@@ -41,6 +41,9 @@ class RayRunner:
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
         self._started_here = False
         self._remote = None
+        self._submitted: dict[Any, tuple[str, int]] = {}  # handle -> (step, max_retries)
+        self._nodes: tuple[float, list[dict]] = (0.0, [])  # (when, live nodes' resources)
+        self._can_grow: Optional[bool] = None
 
     def _ensure_started(self) -> None:
         if self._remote is not None:
@@ -61,29 +64,60 @@ class RayRunner:
         self._remote = ray.remote(_call_step)
 
     def check_resources(self, name: str, resources: ResourceConfig) -> None:
-        """Refuse a step that could never be scheduled on a fixed local cluster."""
-        import ray
-
+        """Refuse a step that no node of the cluster could ever run (unless the cluster autoscales)."""
         self._ensure_started()
-        if self.address:
-            return  # a real cluster may autoscale; Ray reports infeasible tasks itself
-        total = ray.cluster_resources()
-        wanted = dict(resources.ray_options().get("resources", {}))
+        options = resources.ray_options()
+        wanted = dict(options.get("resources", {}))
         wanted["CPU"] = resources.cpus
         wanted["GPU"] = resources.gpus
-        short = {k: v for k, v in wanted.items() if v and total.get(k, 0) < v}
-        if short:
-            have = ", ".join(f"{k}={v:g}" for k, v in sorted(total.items()) if not k.startswith("node:"))
-            raise RuntimeError(
-                f"step {name!r} needs {short} but the local Ray has only {have}; run it on a "
-                "cluster that has them (--ray-address / RAY_ADDRESS) or lower its resources"
-            )
+        if options.get("memory"):
+            wanted["memory"] = options["memory"]
+        wanted = {k: v for k, v in wanted.items() if v}
+        nodes = self._live_nodes()
+        if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
+            return
+        if self.address and self._can_grow is None:
+            self._can_grow = _cluster_can_grow()
+        if self.address and self._can_grow:
+            logger.warning("step %s needs %s, which no node has now; the cluster's autoscaler may add one",
+                           name, _fmt(wanted))
+            return
+        have = "; ".join(_fmt({k: v for k, v in node.items() if not k.startswith("node:")
+                               and k not in ("object_store_memory",)}) for node in nodes) or "no live nodes"
+        where = f"the Ray cluster at {self.address}" if self.address else "the local Ray"
+        raise RuntimeError(
+            f"step {name!r} needs {_fmt(wanted)} on one node, but no node of {where} has that (nodes: {have}). "
+            "Run it on a cluster that has them (--ray-address / RAY_ADDRESS; set SODA_RAY_AUTOSCALING=1 if "
+            "that cluster adds nodes on demand) or lower the step's ResourceConfig."
+        )
+
+    def _live_nodes(self, max_age: float = 10.0) -> list[dict]:
+        import ray
+
+        when, nodes = self._nodes
+        if time.time() - when > max_age or not nodes:
+            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+            self._nodes = (time.time(), nodes)
+        return nodes
+
+    def check_shippable(self, fn: Callable[[Any], Any], config: Any) -> Optional[str]:
+        """Why `fn(config)` cannot be sent to a Ray worker (it does not pickle), or None."""
+        from ray import cloudpickle
+
+        try:
+            cloudpickle.dumps((fn, config))
+        except Exception as e:
+            return (f"its function or config cannot be sent to a Ray worker ({type(e).__name__}: {e}); "
+                    "configs must hold plain data (no open files, locks, clients or generators)")
+        return None
 
     def submit(self, fn: Callable[[Any], Any], config: Any, name: str, resources: ResourceConfig) -> Any:
         self._ensure_started()
         options = resources.ray_options()
         options["name"] = name
-        return self._remote.options(**options).remote(fn, config, name)
+        handle = self._remote.options(**options).remote(fn, config, name)
+        self._submitted[handle] = (name, resources.max_retries)
+        return handle
 
     def wait(self, handles: list[Any], timeout: float) -> list[Finished]:
         import ray
@@ -94,11 +128,12 @@ class RayRunner:
         done, _ = ray.wait(handles, num_returns=len(handles), timeout=0)
         finished = []
         for handle in done:
+            name, retries = self._submitted.pop(handle, ("?", 0))
             try:
                 ray.get(handle)
                 finished.append(Finished(handle))
             except Exception as e:  # a step's failure is data here, not a crash of the executor
-                finished.append(Finished(handle, e, _format_remote_error(e)))
+                finished.append(Finished(handle, e, _format_remote_error(e, name, retries)))
         return finished
 
     def shutdown(self) -> None:
@@ -113,10 +148,23 @@ class RayRunner:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _format_remote_error(e: BaseException) -> str:
-    """A plain-text traceback of a step's failure inside its Ray task."""
+_DIED = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OutOfMemoryError", "TaskCancelledError",
+         "ObjectLostError", "OwnerDiedError", "RaySystemError")
+
+
+def _format_remote_error(e: BaseException, name: str = "?", retries: int = 0) -> str:
+    """A plain-text traceback of a step's failure inside its Ray task, or why its process died."""
     import traceback
 
+    kinds = {cls.__name__ for cls in type(e).__mro__}
+    if kinds & set(_DIED) and "RayTaskError" not in kinds:
+        said = _ANSI.sub("", str(e)).strip().splitlines()
+        tries = f"after {retries} retr{'y' if retries == 1 else 'ies'} (ResourceConfig.max_retries)" if retries \
+            else "and ResourceConfig.max_retries is 0, so Ray did not retry it"
+        return (f"{type(e).__name__}: Ray said: {said[0] if said else type(e).__name__}\n"
+                f"The Ray worker process running step {name} died before the step returned (killed by a "
+                f"signal such as kill -9 or the OOM killer, or its node was lost), {tries}. Its output is "
+                "unfinished and not marked done; rerun to resume it.")
     text = _ANSI.sub("", str(e)).strip()
     if not text:
         return "".join(traceback.format_exception(e))
@@ -124,6 +172,39 @@ def _format_remote_error(e: BaseException) -> str:
     if first.startswith("ray::"):  # Ray's header: "ray::name() (pid=..., ip=...)", then the frames
         return f"Traceback (most recent call last), in Ray task {first[5:]}:\n{rest}"
     return text
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    def value(k: str, v: float) -> str:
+        return f"{v / 1024**3:.1f}GiB" if k == "memory" else f"{v:g}"
+
+    return "{" + ", ".join(f"{k}: {value(k, v)}" for k, v in sorted(resources.items())) + "}"
+
+
+def _cluster_can_grow() -> bool:
+    """Whether the connected cluster has an autoscaler that may add nodes ($SODA_RAY_AUTOSCALING overrides).
+
+    A plain `ray start --head` runs the monitor read-only: its node types are named after the node
+    ids. A configured autoscaler (`ray up`) names them after the cluster config's node types.
+    """
+    forced = os.environ.get("SODA_RAY_AUTOSCALING")
+    if forced is not None:
+        return forced.lower() in ("1", "true", "yes")
+    try:
+        import json
+
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        if is_autoscaler_v2(fetch_from_server=True):
+            return True
+        raw = _internal_kv_get("__autoscaling_status")
+        if not raw:
+            return False  # no monitor at all: nothing can add nodes
+        mapping = json.loads(raw).get("autoscaler_report", {}).get("node_type_mapping") or {}
+        return any(node_type != f"node_{node_id}" for node_id, node_type in mapping.items())
+    except Exception:  # cannot tell (e.g. Ray client): do not block a cluster that might grow
+        return True
 
 
 def _pythonpath() -> str:

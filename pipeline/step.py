@@ -15,6 +15,8 @@ ConfigT = TypeVar("ConfigT")
 
 # A step name is a relative, slash-separated path such as "tokenized/yodas2-en".
 _NAME_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]*$")
+MAX_COMPONENT_LENGTH = 200
+MAX_NAME_LENGTH = 512
 
 
 def validate_step_name(name: str) -> None:
@@ -26,7 +28,14 @@ def validate_step_name(name: str) -> None:
             f"step name {name!r} must be a relative path like 'tokenized/yodas2-en' "
             "(no leading '/', no backslash, no URL scheme)"
         )
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"step name {name[:40]!r}... is {len(name)} characters; keep it under {MAX_NAME_LENGTH}")
     for part in name.split("/"):
+        if len(part) > MAX_COMPONENT_LENGTH:
+            raise ValueError(
+                f"step name {name!r}: component {part[:40]!r}... is {len(part)} characters; filesystems allow "
+                f"255 per path component and the hash adds 9, so keep each under {MAX_COMPONENT_LENGTH}"
+            )
         if part in ("", ".", ".."):
             raise ValueError(f"step name {name!r} has an empty, '.' or '..' component")
         if not _NAME_COMPONENT.match(part):

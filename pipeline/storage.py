@@ -7,9 +7,9 @@ status reads SUCCESS, which is written only after the step's function returned.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import re
 import socket
 import tempfile
 import time
@@ -17,13 +17,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from pipeline.redaction import redact, redact_data  # noqa: F401  (re-exported)
+
 STATUS_FILE = ".executor_status"
 INFO_FILE = ".executor_info"
 LEASE_FILE = ".executor_lease"
 
 RUNNING, SUCCESS, FAILED = "RUNNING", "SUCCESS", "FAILED"
 
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)", re.I)
 
 
 def url_to_fs(url: str):
@@ -92,8 +93,35 @@ def write_text_atomic(url: str, text: str) -> None:
 
 
 def write_json_atomic(url: str, data: Any) -> None:
-    """Write `data` as JSON, with secret-looking environment values redacted (see `redact`)."""
-    write_text_atomic(url, redact(json.dumps(data, indent=2, sort_keys=True, default=str)) + "\n")
+    """Write `data` as JSON with credentials redacted (see `pipeline.redaction`)."""
+    write_text_atomic(url, json.dumps(redact_data(data), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def remove_stale_temp_files(output_path: str) -> None:
+    """Delete the temp files of status/info writes that a killed executor left (call under the lease)."""
+    if not is_local(output_path):
+        return  # object stores write in one PUT: nothing is left behind
+    directory = _local(output_path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".tmp-") and name.endswith((STATUS_FILE, INFO_FILE)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def filesystem_hint(error_text: str, output_path: str) -> str:
+    """A clause naming the output's filesystem when a step died of a full or read-only disk."""
+    if "[Errno 28]" in error_text or "No space left on device" in error_text:
+        return (f" (the filesystem holding {output_path} is full: free space there and rerun; "
+                "finished steps stay cached)")
+    if "[Errno 30]" in error_text or "Read-only file system" in error_text:
+        return f" (the filesystem holding {output_path} is read-only: remount it read-write or change --prefix)"
+    return ""
 
 
 class PrefixUnreachable(OSError):
@@ -114,18 +142,37 @@ def ensure_reachable(prefix: str) -> None:
         ) from e
 
 
+class PrefixNotWritable(PermissionError):
+    """The prefix is read-only, full, or not a directory; `errno` says which."""
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the filesystem is full: free space there",
+    errno.EDQUOT: "the disk quota is exhausted: free space there",
+    errno.EROFS: "the filesystem is mounted read-only",
+    errno.EACCES: "permission denied: fix its permissions or credentials",
+    errno.EPERM: "permission denied: fix its permissions or credentials",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+}
+
+
 def ensure_writable(prefix: str) -> None:
-    """Fail early with a clear message when the prefix cannot be written."""
+    """Fail early with a clear message naming the prefix when it cannot be written."""
     probe = join(prefix, f".write-probe-{uuid.uuid4().hex[:8]}")
     try:
-        write_text_atomic(probe, "ok")
+        write_text_atomic(probe, "ok" * 2048)  # a few pages: a full disk refuses them
         fs, path = url_to_fs(probe)
         fs.rm(path)
     except OSError as e:
-        raise PermissionError(
-            f"cannot write to the executor prefix {prefix!r}: {e.strerror or e}. "
-            "Choose another with --prefix or SODA_PREFIX, or free space/permissions there."
-        ) from e
+        raise not_writable(prefix, e) from e
+
+
+def not_writable(where: str, e: OSError, what: str = "the executor prefix") -> PrefixNotWritable:
+    hint = _WRITE_HINTS.get(e.errno or 0, "")
+    reason = e.strerror or str(e) or type(e).__name__
+    return PrefixNotWritable(
+        e.errno, f"cannot write to {what} {where!r}: {reason}" + (f" ({hint})" if hint else "") +
+        ". Choose another with --prefix or SODA_PREFIX, or fix it and rerun (finished steps stay cached).")
 
 
 @dataclass(frozen=True)
@@ -146,20 +193,22 @@ def read_status(output_path: str) -> Optional[StatusRecord]:
     return StatusRecord(**{k: data.get(k) for k in StatusRecord.__dataclass_fields__})
 
 
+def read_statuses(output_paths: list[str]) -> list[Optional[StatusRecord]]:
+    """`read_status` of many outputs; in parallel on object stores, where each read is a round trip."""
+    if all(is_local(p) for p in output_paths) or len(output_paths) < 2:
+        return [read_status(p) for p in output_paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(read_status, output_paths))
+
+
 def write_status(output_path: str, status: str, run_id: str, error: Optional[str] = None,
                  traceback: Optional[str] = None) -> StatusRecord:
     record = StatusRecord(status, time.time(), run_id, socket.gethostname(), os.getpid(),
                           redact(error) if error else None, redact(traceback) if traceback else None)
     write_json_atomic(join(output_path, STATUS_FILE), record.__dict__)
     return record
-
-
-def redact(text: str) -> str:
-    """Replace the values of secret-looking environment variables (tokens, keys) in `text`."""
-    for name, value in os.environ.items():
-        if value and len(value) >= 6 and _SECRET_NAME.search(name) and value in text:
-            text = text.replace(value, f"<{name} redacted>")
-    return text
 
 
 def _local(url: str) -> str:

@@ -48,6 +48,7 @@ SKIP_REASONS = (
     "missing_transcript",  # no transcript, or an empty one
     "malformed_metadata",  # json sidecar that does not parse
     "missing_audio",  # metadata without audio
+    "too_long",  # longer than the encode step's max_utterance_seconds (memory grows with length)
 )
 _TRANSCRIPT_KEYS = ("text", "transcript", "sentence")
 _ID_KEYS = ("id", "utterance_id", "key", "segment_id")
@@ -112,6 +113,8 @@ def decode_audio_bytes(data: bytes, ext: Optional[str] = None) -> tuple[np.ndarr
 
     if not data:
         raise BadAudioError("zero_length", "file is empty (0 bytes)")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BadAudioError("unreadable_format", f"audio value is a {type(data).__name__}, expected encoded bytes")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             declared = f.frames
@@ -212,8 +215,9 @@ def recording_of(utterance_id: str, meta: Optional[dict] = None) -> tuple[str, i
     return utterance_id, int(meta.get("order") or 0)
 
 
-def prepare(item: RawItem, require_transcript: bool = True) -> Utterance | Skipped:
-    """Decode, convert and check one raw item."""
+def prepare(item: RawItem, require_transcript: bool = True,
+            max_seconds: Optional[float] = None) -> Utterance | Skipped:
+    """Decode, convert and check one raw item; audio longer than `max_seconds` is 'too_long'."""
     if item.read_error is not None:
         return Skipped(item.key, item.source, "corrupt", item.read_error)
     if item.meta_error is not None:
@@ -230,6 +234,10 @@ def prepare(item: RawItem, require_transcript: bool = True) -> Utterance | Skipp
         check_samples(audio)
     except BadAudioError as exc:
         return Skipped(utterance_id, item.source, exc.reason, exc.detail)
+    if max_seconds is not None and len(audio) > max_seconds * TARGET_SAMPLE_RATE:
+        return Skipped(utterance_id, item.source, "too_long",
+                       f"{len(audio) / TARGET_SAMPLE_RATE:.1f} s > max_utterance_seconds {max_seconds:g}; "
+                       "segment it first, or raise EncodeConfig.max_utterance_seconds")
     recording_id, order = recording_of(utterance_id, item.meta)
     return Utterance(utterance_id, recording_id, order, transcript, audio, item.source)
 
@@ -321,17 +329,32 @@ def iter_webdataset(path: str) -> Iterator[RawItem]:
 
 def iter_parquet(path: str, batch_rows: int = 256) -> Iterator[RawItem]:
     import fsspec
-    import pyarrow.parquet as pq
+    import pyarrow as pa
+
+    from steps.sharding import open_parquet
 
     with fsspec.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
+        try:
+            pf = open_parquet(f, path)
+        except ValueError as exc:  # truncated or not parquet: one 'corrupt' item, like a broken tar
+            yield RawItem(key=os.path.basename(path), source=path, read_error=str(exc))
+            return
         names = pf.schema_arrow.names
         id_col = next((c for c in _ID_KEYS if c in names), None)
         audio_col = next((c for c in ("audio", "wav", "flac", "mp3") if c in names), None)
         if audio_col is None:
             raise ValueError(f"{path}: no audio column (looked for audio, wav, flac, mp3) in {names}")
         row = 0
-        for batch in pf.iter_batches(batch_size=batch_rows):
+        batches = pf.iter_batches(batch_size=batch_rows)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:  # a damaged row group: what was read is kept
+                yield RawItem(key=os.path.basename(path), source=f"{path}::row{row}",
+                              read_error=f"parquet data breaks at row {row}: {exc}")
+                return
             for record in batch.to_pylist():
                 audio = record.get(audio_col)
                 ext = None

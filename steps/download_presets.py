@@ -151,3 +151,11 @@ PRESETS = {
     "swuggy": swuggy,
     "seed-tts-eval-en": seed_tts_eval_en,
 }
+
+
+def get_download_preset(name: str, revision: Optional[str] = None) -> DownloadConfig:
+    """The DownloadConfig of preset `name` (at its pinned revision, or `revision`); raises ValueError
+    listing the presets for an unknown name."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown download preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]() if revision is None else PRESETS[name](revision)

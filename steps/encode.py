@@ -55,6 +55,35 @@ class EncodeConfig:
     torch_threads: Optional[int] = None  # default: torch's own choice
     row_group_size: int = 1024
     mimi_config_overrides: Optional[dict[str, Any]] = field(default=None, hash=False)  # tests only
+    # Longer utterances are skipped as 'too_long': Mimi's memory grows with length (about 30 MB per
+    # second of audio for the full-size model on CPU), so one unsegmented hour would kill the worker.
+    max_utterance_seconds: Optional[float] = 120.0
+
+    def __post_init__(self):
+        from pipeline.step import VersionedValue
+
+        def plain(name):
+            value = getattr(self, name)
+            return value.value if isinstance(value, VersionedValue) else value
+
+        from tokenizer.audio import NUM_CODEBOOKS
+
+        if plain("num_codebooks") != NUM_CODEBOOKS:
+            raise ValueError(
+                f"EncodeConfig.num_codebooks is {plain('num_codebooks')!r}; SODA's token layout holds exactly "
+                f"{NUM_CODEBOOKS} codebooks of 2048 codes (tokenizer.audio), and documents with any other count "
+                "are rejected downstream. Keep 8 (codebook-0-only data is made later, by steps/training/composition.py)"
+            )
+        if plain("input_format") not in ("auto", "webdataset", "parquet", "audio_dir"):
+            raise ValueError(f"EncodeConfig.input_format is {plain('input_format')!r}; "
+                             "use one of auto, webdataset, parquet, audio_dir")
+        if not isinstance(plain("batch_size"), int) or plain("batch_size") < 1:
+            raise ValueError(f"EncodeConfig.batch_size must be a positive int, got {plain('batch_size')!r}")
+        if not 0.0 <= plain("max_bad_fraction") <= 1.0:
+            raise ValueError(f"EncodeConfig.max_bad_fraction must be in [0, 1], got {plain('max_bad_fraction')!r}")
+        limit = plain("max_utterance_seconds")
+        if limit is not None and not limit > 0:
+            raise ValueError(f"EncodeConfig.max_utterance_seconds must be positive or None, got {limit!r}")
 
 
 def schema():
@@ -104,14 +133,18 @@ def _with_protocol(pattern: str, path: str) -> str:
 
 
 def shard_name(path: str) -> str:
-    """A stable, readable output name for an input shard: base name + hash of the full path."""
+    """A stable, readable output name for an input shard: base name + a hash of its last three path
+    parts. Not of the full path: the same experiment under another prefix (or after a copy from
+    local disk to gs://) must give the same names, so its outputs and done markers are identical.
+    `encode_speech` refuses inputs whose names collide."""
+    tail = "/".join(path.split("://", 1)[-1].rstrip("/").split("/")[-3:])
     base = posixpath.basename(path.rstrip("/"))
     for suffix in (".tar.gz", ".tgz", ".tar", ".parquet"):
         if base.endswith(suffix):
             base = base[: -len(suffix)]
             break
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", base) or "shard"
-    return f"{base}-{hashlib.sha1(path.encode('utf-8')).hexdigest()[:8]}"
+    return f"{base}-{hashlib.sha1(tail.encode('utf-8')).hexdigest()[:8]}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,7 +186,7 @@ def encode_shard(config: EncodeConfig, input_path: str) -> dict:
 
     utterances, skipped = [], []
     for raw in iter_raw_items(input_path, config.input_format):
-        item = prepare(raw, require_transcript=config.require_transcript)
+        item = prepare(raw, require_transcript=config.require_transcript, max_seconds=config.max_utterance_seconds)
         (skipped if isinstance(item, Skipped) else utterances).append(item)
 
     model = _get_model(config)
@@ -219,8 +252,10 @@ def encode_speech(config: EncodeConfig) -> dict:
     inputs = expand_inputs(config.input_paths)
     fs, _ = fsspec.core.url_to_fs(config.output_path)
     shard_dir = posixpath.join(config.output_path, "shards")
+    _check_shard_names(fs, shard_dir, inputs)
     todo = [p for p in inputs if not fs.exists(posixpath.join(shard_dir, f"{shard_name(p)}.done.json"))]
     logger.info("encode: %d input shards, %d already done, %d to encode", len(inputs), len(inputs) - len(todo), len(todo))
+    _check_parquet_inputs(config, todo)
     if todo:
         _run_shards(config, todo)
 
@@ -247,6 +282,51 @@ def encode_speech(config: EncodeConfig) -> dict:
         summary["hours"], summary["utterances"], summary["audio_tokens"], summary["skipped_total"], config.output_path, tag,
     )
     return summary
+
+
+def _check_shard_names(fs, shard_dir: str, inputs: list[str]) -> None:
+    """Before any work: one output name per input, and no shard in `shards/` that these inputs do
+    not make (the interleave step reads every shard there)."""
+    by_name: dict[str, list[str]] = {}
+    for path in inputs:
+        by_name.setdefault(shard_name(path), []).append(path)
+    clashes = {n: ps for n, ps in by_name.items() if len(ps) > 1}
+    if clashes:
+        raise ValueError("encode: inputs whose last three path parts are equal would share an output shard: "
+                         + "; ".join(" = ".join(ps) for ps in list(clashes.values())[:5]))
+    present = fs.glob(posixpath.join(shard_dir, "*.parquet")) if fs.exists(shard_dir) else []
+    strays = sorted(p for p in present if posixpath.basename(p)[: -len(".parquet")] not in by_name)
+    if strays:
+        raise ValueError(f"encode: {shard_dir} holds {len(strays)} shard(s) that none of the inputs makes "
+                         f"(e.g. {strays[:3]}), which the interleave step would read too; they come from other "
+                         "inputs or an older shard naming: delete them (and their .done.json) and rerun")
+
+
+def _check_parquet_inputs(config: EncodeConfig, paths: list[str], limit: int = 16) -> None:
+    """Before any work: the first `limit` parquet inputs must have an audio column (a wrong dataset
+    is an error, not thousands of skipped rows; a later odd file fails its own shard with the same
+    message, and finished shards stay done). Only footers are read; unreadable files are left to
+    the shard, which counts them as 'corrupt'."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from steps.audio_io import detect_format
+
+    wrong = []
+    parquet = [p for p in paths if (config.input_format if config.input_format != "auto" else detect_format(p))
+               == "parquet"]
+    for path in parquet[:limit]:
+        try:
+            with fsspec.open(path, "rb") as f:
+                names = pq.ParquetFile(f).schema_arrow.names
+        except Exception:  # truncated / not parquet: the shard reports it as a skipped 'corrupt' file
+            continue
+        if not any(c in names for c in ("audio", "wav", "flac", "mp3")):
+            wrong.append(f"  {path}: columns {names}")
+    if wrong:
+        raise ValueError("encode: parquet input(s) without an audio column (looked for audio, wav, flac, mp3); "
+                         "no shard was started:\n" + "\n".join(wrong[:20])
+                         + (f"\n  ... and {len(wrong) - 20} more" if len(wrong) > 20 else ""))
 
 
 def _summarize(config: EncodeConfig, per_shard: list[dict]) -> dict:

@@ -63,19 +63,27 @@ class InterleaveConfig:
 
 
 def _read_speech_rows(path: str) -> dict[str, list]:
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
-    from steps.sharding import fs_and_path
+    from steps.sharding import fs_and_path, read_parquet
 
     fs, p = fs_and_path(path)
     with fs.open(p, "rb") as f:
-        table = pq.read_table(f)
+        table = read_parquet(f, path)
     missing = [c for c in SPEECH_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(
             f"{path}: missing column(s) {missing}; the Mimi encode step's shards have "
             f"{list(SPEECH_COLUMNS)} (found {table.column_names})"
         )
+    kinds = {"utterance_id": pa.types.is_string, "recording_id": pa.types.is_string, "transcript": pa.types.is_string,
+             "audio": pa.types.is_string, "order": pa.types.is_integer, "duration": pa.types.is_floating}
+    wrong = [f"{c} is {table.schema.field(c).type}" for c, ok in kinds.items()
+             if not (ok(table.schema.field(c).type) or pa.types.is_large_string(table.schema.field(c).type)
+                     or pa.types.is_null(table.schema.field(c).type))]
+    if wrong:
+        raise ValueError(f"{path}: column type(s) differ from the Mimi encode step's schema: {', '.join(wrong)} "
+                         "(expected string ids, transcript and audio, integer order, float duration)")
     return {c: table.column(c).to_pylist() for c in SPEECH_COLUMNS}
 
 
@@ -111,7 +119,7 @@ def process_shard(config: InterleaveConfig, index: int, path: str, out_file: str
                 Utterance(
                     str(rows["utterance_id"][i]),
                     rec,
-                    int(rows["order"][i]),
+                    int(rows["order"][i] or 0),
                     rows["transcript"][i],
                     float(rows["duration"][i] or 0.0),
                     rows["audio"][i] or "",
@@ -138,6 +146,9 @@ def process_shard(config: InterleaveConfig, index: int, path: str, out_file: str
         for batch in iter_record_batches(path, [config.text_key], 1024, optional=["id"]):
             for rec in batch:
                 doc_id = str(rec["id"]) if rec["id"] is not None else f"{stem}:{row}"
+                if rec[config.text_key] is not None and not isinstance(rec[config.text_key], str):
+                    raise ValueError(f"{path}: row {row} field {config.text_key!r} is a "
+                                     f"{type(rec[config.text_key]).__name__}, expected a string")
                 row += 1
                 docs.append(
                     text_document(

@@ -91,7 +91,11 @@ def convert_table(table, fix: bool = True, source: str = "?", drop_end_of_text: 
     ids = table.column("id").to_pylist()
     texts = table.column("text").to_pylist()
     recs, fmts = [], []
-    for row, doc_id in enumerate(ids):
+    for row, (doc_id, text) in enumerate(zip(ids, texts)):
+        for field_name, value in (("id", doc_id), ("text", text)):
+            if not isinstance(value, str):
+                raise ValueError(f"{source} row {row}: field {field_name!r} is "
+                                 f"{'null' if value is None else type(value).__name__}, expected a string")
         try:
             rec, fmt = parse_id(doc_id)
         except ValueError as exc:
@@ -105,6 +109,24 @@ def convert_table(table, fix: bool = True, source: str = "?", drop_end_of_text: 
     return pa.table({"id": ids, "recording_id": recs, "format": fmts, "text": texts}, schema=output_schema())
 
 
+def drop_invalid_audio(table, source: str = "?"):
+    """(table without the documents whose audio is unusable, how many were dropped): a partial
+    frame, a character outside its codebook, an unclosed span or an audio character in the text
+    would otherwise become wrong audio tokens silently (tokenizer.documents.document_audio_error)."""
+    import pyarrow as pa
+
+    from tokenizer.documents import document_audio_error
+
+    keep = []
+    for row, (doc_id, text) in enumerate(zip(table.column("id").to_pylist(), table.column("text").to_pylist())):
+        err = document_audio_error(text)
+        if err is not None:
+            logger.warning("pre-encoded: skipping %s row %d (%s): %s", source, row, doc_id, err)
+        keep.append(err is None)
+    dropped = keep.count(False)
+    return (table.filter(pa.array(keep)) if dropped else table), dropped
+
+
 def convert_pre_encoded(config: PreEncodedConfig) -> dict:
     """Step fn: convert every input parquet file not yet done; write summary.json."""
     import fsspec
@@ -112,6 +134,7 @@ def convert_pre_encoded(config: PreEncodedConfig) -> dict:
     from tqdm import tqdm
 
     from steps.encode import expand_inputs
+    from steps.sharding import atomic_write_json, read_parquet
 
     inputs = expand_inputs(config.input_paths)
     fs, _ = fsspec.core.url_to_fs(config.output_path)
@@ -124,15 +147,16 @@ def convert_pre_encoded(config: PreEncodedConfig) -> dict:
         if fs.exists(marker):
             continue
         with fsspec.open(path, "rb") as f:
-            table = convert_table(pq.read_table(f), config.fix_whitespace, source=path,
-                                  drop_end_of_text=config.drop_end_of_text)
+            released = read_parquet(f, path, hint="; delete it from the download step's output and rerun that step")
+        table = convert_table(released, config.fix_whitespace, source=path, drop_end_of_text=config.drop_end_of_text)
+        table, invalid = drop_invalid_audio(table, source=path)
         tmp = posixpath.join(doc_dir, f".{name}.parquet.tmp-{uuid.uuid4().hex}")
         with fs.open(tmp, "wb") as f:
             pq.write_table(table, f, row_group_size=config.row_group_size, compression="zstd")
         fs.mv(tmp, posixpath.join(doc_dir, f"{name}.parquet"))
         counts = Counter(table.column("format").to_pylist())
-        with fs.open(marker, "w") as f:
-            json.dump({"input": path, "documents": table.num_rows, "formats": dict(sorted(counts.items()))}, f)
+        atomic_write_json(marker, {"input": path, "documents": table.num_rows, "invalid_audio_documents": invalid,
+                                   "formats": dict(sorted(counts.items()))})
 
     per_file = [json.loads(fs.cat_file(posixpath.join(doc_dir, f"{names[p]}.done.json"))) for p in inputs]
     formats: Counter = Counter()
@@ -141,6 +165,7 @@ def convert_pre_encoded(config: PreEncodedConfig) -> dict:
     summary = {
         "files": len(per_file),
         "documents": sum(e["documents"] for e in per_file),
+        "invalid_audio_documents_skipped": sum(e.get("invalid_audio_documents", 0) for e in per_file),
         "formats": dict(sorted(formats.items())),
         "fix_whitespace": config.fix_whitespace,
         "drop_end_of_text": config.drop_end_of_text,

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import uuid
+import zlib
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,29 @@ def run_shards(
     return results
 
 
+def open_parquet(f, path: str, hint: str = ""):
+    """`pyarrow.parquet.ParquetFile(f)`, with an error naming `path` for a truncated or non-parquet
+    file (pyarrow's own message names no file); `hint` says what to do about it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(f)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{path}: not a readable parquet file (truncated or corrupt?): {e}{hint}") from e
+
+
+def read_parquet(f, path: str, hint: str = ""):
+    """The whole table of `open_parquet(f, path)`; a file damaged past its footer is the same error."""
+    import pyarrow as pa
+
+    pf = open_parquet(f, path, hint)
+    try:
+        return pf.read()
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{path}: not a readable parquet file (truncated or corrupt?): {e}{hint}") from e
+
+
 def iter_record_batches(
     path: str, columns: Sequence[str], batch_size: int, optional: Sequence[str] = ()
 ):
@@ -190,20 +214,34 @@ def iter_record_batches(
     fs, p = fs_and_path(path)
     wanted = list(columns) + [c for c in optional if c not in columns]
     if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
         with fs.open(p, "rb") as f:
-            pf = pq.ParquetFile(f)
+            pf = open_parquet(f, path)
             names = pf.schema_arrow.names
             missing = [c for c in columns if c not in names]
             if missing:
                 raise ValueError(f"{path}: missing column(s) {missing} (found {names})")
             present = [c for c in wanted if c in names]
-            for batch in pf.iter_batches(batch_size=batch_size, columns=present):
+            batches = pf.iter_batches(batch_size=batch_size, columns=present)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as e:  # a damaged page or row group
+                    raise ValueError(f"{path}: parquet data cannot be read (corrupt?): {e}") from e
                 cols = {c: batch.column(c).to_pylist() for c in present}
                 n = batch.num_rows
                 yield [{c: (cols[c][i] if c in cols else None) for c in wanted} for i in range(n)]
         return
+    try:
+        yield from _iter_jsonl(fs, p, path, columns, wanted, batch_size)
+    except (EOFError, OSError, zlib.error) as e:  # a truncated .gz, a damaged file
+        raise ValueError(f"{path}: cannot read the file (truncated or corrupt?): {type(e).__name__}: {e}") from e
+
+
+def _iter_jsonl(fs, p: str, path: str, columns: Sequence[str], wanted: list[str], batch_size: int):
     rows: list[dict] = []
     with fs.open(p, "rb", compression="infer") as f:
         for lineno, line in enumerate(f, start=1):
@@ -211,8 +249,11 @@ def iter_record_batches(
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{path}: line {lineno} is not valid JSON: {e}") from e
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}: line {lineno} holds a JSON {type(obj).__name__}, expected an object "
+                                 f"with field(s) {list(columns)}")
             missing = [c for c in columns if c not in obj]
             if missing:
                 raise ValueError(f"{path}: line {lineno} has no field(s) {missing}")

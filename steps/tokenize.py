@@ -86,6 +86,10 @@ def tokenize_shard(config: TokenizeConfig, index: int, path: str, shard_dir: str
         with tqdm(desc=f"tokenize {name}", unit="doc", leave=False) as bar:
             for batch in iter_record_batches(path, [config.text_key], config.batch_size):
                 texts = [r[config.text_key] or "" for r in batch]
+                for i, t in enumerate(texts):
+                    if not isinstance(t, str):
+                        raise ValueError(f"{path}: document {docs + empty + i} field {config.text_key!r} is a "
+                                         f"{type(t).__name__}, expected a string")
                 rows = []
                 for ids in tok.encode_batch(texts):
                     if len(ids) == 0:

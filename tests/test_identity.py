@@ -117,7 +117,7 @@ def test_canonical_encoding_rejects_values_without_deterministic_form():
 
 @pytest.mark.parametrize("bad", ["", "/abs/path", "a/../b", "a//b", "./a", "gs://x", "a\\b", "a/ b", "a/."])
 def test_bad_step_names_rejected_at_declaration(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="step name"):
         ExecutorStep(bad, write_value, ValueConfig(this_output_path(), 1, "/l"))
 
 

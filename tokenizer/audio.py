@@ -66,6 +66,12 @@ def codes_to_chars(
             f"code {int(arr[k, t])} at codebook {k}, frame {t} is outside 0..{codebook_size - 1}"
         )
     num_codebooks = arr.shape[0]
+    if (unicode_offset, codebook_size) == (UNICODE_OFFSET, CODEBOOK_SIZE) and num_codebooks > NUM_CODEBOOKS:
+        raise ValueError(
+            f"codes have {num_codebooks} codebooks; SODA's vocabulary has audio tokens for {NUM_CODEBOOKS} "
+            f"(codebook {NUM_CODEBOOKS} would map to U+{UNICODE_OFFSET + NUM_AUDIO_TOKENS:04X}, ordinary text): "
+            f"keep codes[:{NUM_CODEBOOKS}]"
+        )
     if unicode_offset + num_codebooks * codebook_size > 0x110000:
         raise ValueError(f"{num_codebooks} codebooks of {codebook_size} codes overflow Unicode")
     offsets = unicode_offset + codebook_size * np.arange(num_codebooks, dtype=np.int64)

@@ -137,6 +137,29 @@ def audio_error(audio: str, num_codebooks: int = NUM_CODEBOOKS) -> Optional[str]
     return None
 
 
+_AUDIO_SPAN = re.compile(re.escape(AUDIO_START) + "(.*?)" + re.escape(AUDIO_END), re.DOTALL)
+
+
+def document_audio_error(doc: str, num_codebooks: int = NUM_CODEBOOKS) -> Optional[str]:
+    """Why a finished document's audio is unusable, or None: every <|audio_start|> must be closed,
+    every span between them must be whole frames of codebook-ordered audio characters, and no
+    audio character may stand outside a span (it would silently become an audio token in text)."""
+    spans = _AUDIO_SPAN.findall(doc)
+    if doc.count(AUDIO_START) != len(spans) or doc.count(AUDIO_END) != len(spans):
+        return (f"{doc.count(AUDIO_START)} <|audio_start|> and {doc.count(AUDIO_END)} <|audio_end|> "
+                f"do not pair up")
+    for i, span in enumerate(spans):
+        err = audio_error(span, num_codebooks)
+        if err is not None:
+            return f"audio span {i}: {err}"
+    rest = _AUDIO_SPAN.sub("", doc)
+    if count_audio_tokens(rest):
+        pos = int(np.argmax((str_to_codepoints(rest) - np.uint32(UNICODE_OFFSET))
+                            < np.uint32(AUDIO_CHAR_END - UNICODE_OFFSET)))
+        return f"audio character U+{ord(rest[pos]):04X} outside any <|audio_start|>...<|audio_end|> span"
+    return None
+
+
 def estimate_tokens(transcript: str, audio: str) -> int:
     """Estimated tokens of one utterance in a document: audio chars + text + 4 delimiters."""
     return len(audio) + (len(transcript.encode("utf-8")) + 3) // 4 + _DELIMITER_TOKENS

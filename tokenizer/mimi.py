@@ -215,7 +215,7 @@ def encode_cli(argv: Sequence[str]) -> int:
     try:
         audio = load_audio_file(args.audio)
     except (BadAudioError, FileNotFoundError) as exc:
-        print(f"soda encode: {exc}", file=sys.stderr)
+        print(f"soda encode: {args.audio}: {exc}", file=sys.stderr)
         return 1
     model = load_mimi(args.model, device=args.device)
     if is_random_mimi(model):

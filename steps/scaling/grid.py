@@ -81,6 +81,19 @@ class IsoFlopGridConfig:
     beta2_batch: float = 128.0
     extra_points: tuple[tuple[float, int], ...] = ()  # (budget label, width), hand-added
 
+    def __post_init__(self) -> None:
+        budgets = [b for b in self.budgets] + [b for b, _ in self.extra_points]
+        if not self.budgets:
+            raise ValueError("IsoFlopGridConfig.budgets is empty; give at least one FLOP budget, e.g. (3e18,)")
+        bad = [b for b in budgets if not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0)]
+        if bad:
+            raise ValueError(f"IsoFlopGridConfig.budgets: every budget must be a finite number > 0, got {bad}")
+        repeated = sorted({b for b in self.budgets if list(self.budgets).count(b) > 1})
+        if repeated:
+            raise ValueError(f"IsoFlopGridConfig.budgets lists {repeated} more than once; each budget once")
+        if not 0 < self.min_width <= self.max_width:
+            raise ValueError(f"IsoFlopGridConfig: need 0 < min_width <= max_width, got {self.min_width}, {self.max_width}")
+
     def forward_budget(self, budget: float) -> float:
         return budget if self.forward_labels else budget / TRAINING_PER_FORWARD
 
@@ -201,8 +214,22 @@ def grid_candidates(cfg: IsoFlopGridConfig = IsoFlopGridConfig()) -> list[Candid
 
 
 def isoflop_grid(cfg: IsoFlopGridConfig = IsoFlopGridConfig()) -> list[GridPoint]:
-    """The models the sweep trains."""
-    return [c.point for c in grid_candidates(cfg) if not c.dropped]
+    """The models the sweep trains. A budget for which every width is dropped is an error (an
+    IsoFLOP curve needs points), naming the budget and why its widths were dropped."""
+    candidates = grid_candidates(cfg)
+    kept = [c.point for c in candidates if not c.dropped]
+    empty = [b for b in cfg.budgets if not any(p.budget == b for p in kept)]
+    if empty:
+        label = {"batch": f"batch < {cfg.min_batch}", "steps": f"steps >= {cfg.max_steps}",
+                 "FLOPs": f"FLOPs off by > {cfg.flop_tolerance:.0%}"}
+        why = {b: sorted({label.get(r.split(" ")[0], r) for c in candidates if c.point.budget == b
+                          for r in c.dropped}) for b in empty}
+        raise ValueError(
+            "IsoFlopGridConfig.budgets: no width survives the sweep's filters at "
+            + "; ".join(f"{b:.3g} (dropped for {', '.join(why[b])})" for b in empty)
+            + f"; widths {cfg.min_width}..{cfg.max_width} need budgets with batch >= {cfg.min_batch} and "
+            f"steps < {cfg.max_steps} (the paper's are {', '.join(f'{b:.1e}' for b in PAPER_TRAINING_BUDGETS)})")
+    return kept
 
 
 def count_by_budget(points: Iterable[GridPoint]) -> dict[float, int]:
