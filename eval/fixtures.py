@@ -7,7 +7,7 @@ run offline. Sizes are a handful of examples each: they exercise the code, they 
     write_fixture("sblimp", out_dir)      # or: local_fixture_step("sblimp") as an executor step
 
 Kinds: sblimp, swuggy, salmon, librispeech, seed-tts-eval, hellaswag, storycloze-text,
-storycloze-spoken. The LibriSpeech-like sets reuse the corpus the tiny test model trains on.
+storycloze-spoken, cvss (S2ST pairs, from steps/s2st/cvss_fixture). The LibriSpeech-like sets reuse the corpus the tiny test model trains on.
 """
 
 from __future__ import annotations
@@ -228,6 +228,13 @@ def write_storycloze_spoken(out: str) -> int:
     return len(stories)
 
 
+def write_cvss(out: str) -> int:
+    """CVSS-T + Common Voice pairs in the layout steps.s2st.cvss reads (steps.s2st.fixture)."""
+    from steps.s2st.fixture import write_cvss_fixture
+
+    return write_cvss_fixture(out)
+
+
 WRITERS: dict[str, Callable[[str], int]] = {
     "sblimp": write_sblimp,
     "swuggy": write_swuggy,
@@ -237,6 +244,7 @@ WRITERS: dict[str, Callable[[str], int]] = {
     "hellaswag": write_hellaswag,
     "storycloze-text": write_storycloze_text,
     "storycloze-spoken": write_storycloze_spoken,
+    "cvss": write_cvss,
 }
 
 

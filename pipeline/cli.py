@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("tokenizer.mimi:encode_cli", "encode a wav file to Mimi codes (private-use text)"),
     "decode": ("tokenizer.mimi:decode_cli", "decode Mimi codes (private-use text) to a wav file"),
     "evaluate": ("steps.evaluate:cli_main", "run one SODA evaluation task on a model"),
+    "generate": ("eval.generate_cli:cli_main", "generate with a checkpoint: continue, tts, tts-voice, asr, s2st"),
     "isoflop-grid": ("steps.scaling.grid:cli_main", "print the IsoFLOP sweep's grid of models"),
     "fit-scaling": ("steps.scaling.fit:cli_main", "fit scaling laws to a CSV of runs"),
 }

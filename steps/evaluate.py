@@ -30,6 +30,8 @@ from pipeline import this_output_path
 
 logger = logging.getLogger(__name__)
 
+JUDGED_TASKS = ("tts", "s2st")  # scored by the ASR and speaker judges (eval.judges)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -41,7 +43,7 @@ class EvalConfig:
     dataset_path: the task's data (a raw/ download or an eval.fixtures directory).
     codebooks: audio pair tasks only: score codebooks 0..k-1 (frame-major); None: all 8.
     mimi_model: "kyutai/mimi", a local Mimi dir, or "random" (plumbing run).
-    tts_asr_judge / tts_sim_judge: HF ids or local dirs (eval.judges).
+    tts_asr_judge / tts_sim_judge: HF ids or local dirs (eval.judges); the s2st task's judges too.
     whisper_normalizer: where Whisper's normalizer.json is (file, dir, or HF id in the cache).
     """
 
@@ -67,6 +69,9 @@ class EvalConfig:
     tts_temperature: float = 0.9
     tts_top_p: float = 0.8
     tts_max_new_tokens: int = 1500
+    s2st_temperature: float = 0.9
+    s2st_top_p: float = 0.8
+    s2st_max_new_tokens: int = 2000
     tts_asr_judge: str = "openai/whisper-large-v3"
     tts_sim_judge: str = "microsoft/wavlm-base-plus-sv"
     whisper_normalizer: Optional[str] = "openai/whisper-large-v3"
@@ -119,7 +124,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
     train = _model_summary(model) or {}
     used_mimi = ctx._mimi is not None
-    random_judges = spec.name == "tts" and (is_random_judge(config.tts_asr_judge) or is_random_judge(config.tts_sim_judge))
+    random_judges = spec.name in JUDGED_TASKS and (is_random_judge(config.tts_asr_judge) or is_random_judge(config.tts_sim_judge))
     reasons = [r for r, on in (("config", config.plumbing_run), ("random Mimi", used_mimi and ctx.mimi_is_random),
                                ("model trained on plumbing data", bool(train.get("plumbing_run"))),
                                ("random-init judges", random_judges)) if on]
@@ -143,7 +148,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "output_path"},
         **result.extra,
     }
-    if spec.name == "tts":
+    if spec.name in JUDGED_TASKS:
         summary["judges"] = result.convention["judges"]
     atomic_write_json(out, summary)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:4])

@@ -75,3 +75,31 @@ def test_default_train_versions_what_changes_the_model_and_refuses_the_rest():
         run(learning_rate=1e-3)
     with pytest.raises(ValueError, match="exactly one of preset, shape, warm_start_hf"):
         run(warm_start_hf="Qwen/Qwen3-0.6B-Base")
+
+
+def test_s2st_finetune_builds_on_the_soda_runs_and_the_cvss_t_sft_cache():
+    import importlib
+
+    from pipeline.plan import build_plan
+
+    exp = importlib.import_module("experiments.exp10_s2st_finetune")
+    soda = importlib.import_module("experiments.exp1699_soda_all")
+    plan = build_plan(exp.STEPS, "/p")
+    assert len(exp.finetuned) == 4
+    for size, step in exp.finetuned.items():
+        node = plan.of(step)
+        config = node.concrete_config(plan.paths)
+        assert config.init_from == plan.of(soda.models[size]).output_path  # the same pre-training run
+        assert config.data == plan.of(exp.sft_data).output_path
+        assert node.identity.versioned["recipe"]["learning_rate"] == exp.RECIPE.learning_rate
+    sft = plan.of(exp.sft_data).concrete_config(plan.paths)
+    assert sft.pairs_path == plan.of(exp.pairs).output_path and sft.mimi_model == "kyutai/mimi"
+    prepare = plan.of(exp.pairs).concrete_config(plan.paths)
+    assert prepare.variant == "cvss_t" and prepare.languages == ("fr", "es", "de")
+    assert plan.of(exp.cvss).concrete_config(plan.paths).source_url == "gs://cvss"
+    for size, step in exp.evals.items():  # each fine-tune is scored on the prepared CVSS-T pairs
+        config = plan.of(step).concrete_config(plan.paths)
+        assert config.task == "s2st" and config.split is None  # the task's default split: test
+        assert config.model_path == plan.of(exp.finetuned[size]).output_path
+        assert config.dataset_path == plan.of(exp.pairs).output_path
+        assert step.resources.gpus == 1

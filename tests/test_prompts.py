@@ -44,3 +44,29 @@ def test_bad_audio_is_rejected():
         voice_tts_prompt("a", AP[:-1], "b")
     with pytest.raises(ValueError, match="audio: character 0"):
         asr_prompt("hello!!!")
+
+
+def test_s2st_prompt_and_answer_make_the_fine_tune_document():
+    from tokenizer.prompts import s2st_answer, s2st_prompt
+
+    prompt = s2st_prompt(A, "Le chat dort.")
+    assert prompt.text == ("<|audio_start|>" + A + "<|audio_end|><|text_start|>Le chat dort.<|text_end|>"
+                           "<|text_start|>")
+    assert prompt.stop == "<|audio_end|>"
+    answer = s2st_answer("The cat sleeps.", AP)
+    assert answer == "The cat sleeps.<|text_end|><|audio_start|>" + AP + "<|audio_end|>"
+    # the document reads: source audio, source text, target text, target audio
+    doc = prompt.text + answer
+    assert doc.index(A) < doc.index("Le chat") < doc.index("The cat") < doc.index(AP)
+    assert doc.endswith(prompt.stop)
+
+
+def test_s2st_texts_are_sanitised_and_audio_checked():
+    from tokenizer.prompts import s2st_answer, s2st_prompt
+
+    assert s2st_prompt(A, " a<|text_end|>b ").text.endswith("<|audio_end|><|text_start|>ab<|text_end|><|text_start|>")
+    assert s2st_answer(" Hi <|audio_start|>there ", AP).startswith("Hi there<|text_end|>")
+    with pytest.raises(ValueError, match="source_audio"):
+        s2st_prompt(A[:-1], "x")
+    with pytest.raises(ValueError, match="target_audio"):
+        s2st_answer("x", "not audio")

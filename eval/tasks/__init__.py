@@ -34,6 +34,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("asr", "asr:asr", "librispeech", "LibriSpeech test-clean", "generation"),
     TaskSpec("tts", "tts:tts", "seed-tts-eval", "seed-tts-eval English", "generation"),
     TaskSpec("validation_nll", "nll:validation_nll", "librispeech", "LibriSpeech dev-clean", "nll"),
+    TaskSpec("s2st", "s2st:s2st", "cvss", "CVSS-T test (Common Voice 4 sources), for S2ST fine-tunes", "generation"),
 )}
 
 

@@ -65,6 +65,9 @@ class TrainConfig:
       embeddings are resized to the tokenizer and its own shape is used (preset ignored).
     tpu: a slice type such as "v5p-64": with Ray up, train on every host of the slice.
     plumbing_run: the data came from a random Mimi (also detected from cache summaries).
+    component_formats: cache name -> "text" (default: plain token caches) or "supervised"
+      (caches with per-token `loss_weights`, e.g. steps.s2st.sft_data; read with Levanter's
+      SupervisedLmDatasetFormat, one document per packed segment, the loss where the weight is 1).
     """
 
     caches: dict[str, str]
@@ -93,7 +96,11 @@ class TrainConfig:
     max_preemptions: int = 3
     plumbing_run: bool = False
     wandb: Optional[WandbSettings] = None
+    component_formats: dict[str, str] = field(default_factory=dict)
     output_path: str = this_output_path()
+
+
+DATA_FORMATS = ("text", "supervised")
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,18 @@ def _trackers(config: TrainConfig, run_id: str):
     return tuple(trackers)
 
 
+def _format_kwargs(config: TrainConfig, name: str) -> dict[str, Any]:
+    """DatasetComponent arguments for cache `name`'s data format (see TrainConfig.component_formats)."""
+    fmt = config.component_formats.get(name, "text")
+    if fmt not in DATA_FORMATS:
+        raise ValueError(f"TrainConfig.component_formats[{name!r}] = {fmt!r}; expected one of {DATA_FORMATS}")
+    if fmt == "text":
+        return {}
+    from levanter.data.text import SupervisedLmDatasetFormat
+
+    return {"format": SupervisedLmDatasetFormat(), "pack": True}
+
+
 def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] = None,
                           distributed: Optional[dict] = None):
     """Levanter's TrainLmConfig for this run."""
@@ -181,10 +200,11 @@ def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optiona
 
     run_id = os.path.basename(config.output_path.rstrip("/"))
     # flat: the train split only, so a cache without a validation/ split is not an error
-    components = {name: DatasetComponent(cache_dir=join(path, "train"), source=None, flat_cache=True)
+    components = {name: DatasetComponent(cache_dir=join(path, "train"), source=None, flat_cache=True,
+                                         **_format_kwargs(config, name))
                   for name, path in config.caches.items()}
     for name, path in config.eval_caches.items():  # weight 0: read for its validation/ split only
-        components[f"eval-{name}"] = DatasetComponent(cache_dir=path, source=None)
+        components[f"eval-{name}"] = DatasetComponent(cache_dir=path, source=None, **_format_kwargs(config, name))
     weights = levanter_train_weights(
         config.mixture, config.anneal_mixture,
         anneal_start_step(plan.num_steps, config.batch_size, config.optimizer.decay) if config.anneal_mixture else 0,
