@@ -22,8 +22,8 @@ model's FLOPs. Evaluations: validation NLL (the fits' loss) and sBLIMP, ASR and 
 correlations) on every model; the full task list on the middle-budget middle-width model.
 After a few dozen steps the smallest model usually wins every budget, so the runs do not bracket
 a loss minimum and Approach 2 is undefined: the fits step then says so in its summary and fits
-Approach 3 only (local_scaling_analysis). Measured: about 9 minutes from an empty prefix on 2
-shared CPU cores; a rerun is all cached in under a second.
+Approach 3 only (local_scaling_analysis). Measured: 8 to 12 minutes (68 steps) from an empty prefix
+on 2 CPU cores; a rerun is all cached in under a second.
 """
 
 import os

@@ -2,7 +2,7 @@
 
 Fast tests build a record by hand from small summary.json files (train, eval, fits with a real
 SVG plot, correlations) and check the report's sections, the page and the index. The slow test
-runs the whole offline job (about 10 minutes on 2 cores; SODA_RUN_SLOW=1) and checks its log.
+runs the whole offline job (8 to 12 minutes on 2 cores; SODA_RUN_SLOW=1) and checks its log.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def test_soda_local_dry_run_plans_the_whole_job(tmp_path):
     assert not os.path.exists(tmp_path / "experiments")  # a dry run writes nothing
 
 
-@pytest.mark.slow  # the whole offline job: about 10 minutes on 2 cores, more on a cold or loaded machine
+@pytest.mark.slow  # the whole offline job: 8 to 12 minutes on 2 cores, more on a loaded machine
 @pytest.mark.timeout(2400)
 def test_soda_local_end_to_end_log_has_report(tmp_path):
     # as a user runs it: Ray's default auth mode (tests/conftest.py turns token auth off for the rest)
