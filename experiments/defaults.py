@@ -12,7 +12,7 @@ import math
 import os
 from typing import Optional, Sequence
 
-from pipeline import ExecutorStep, ResourceConfig, output_path_of, this_output_path, versioned
+from pipeline import ExecutorStep, ResourceConfig, output_path_of, this_output_path, unversioned, versioned
 from steps.download import DownloadConfig, download_dataset
 from steps.download_presets import raw_step
 from steps.encode import EncodeConfig, encode_speech
@@ -183,12 +183,16 @@ def default_train(name: str, *, caches: dict[str, ExecutorStep], tokenizer: Exec
                            num_steps=_versioned(num_steps), optimizer=_versioned(optimizer), seed=_versioned(seed),
                            tpu=tpu, output_path=this_output_path(),
                            **{k: _versioned(v) for k, v in optional.items() if v is not None}, **options),
-        description=f"{_plain(model)} on {_plain(mixture).name}"
-                    + (f", annealed on {_plain(anneal_mixture).name}" if _plain(anneal_mixture) else "")
-                    + f", batch {_plain(batch_size)}"
-                    + (f", {_plain(token_budget):.3g} tokens" if _plain(token_budget) else f", {_plain(num_steps)} steps"),
+        description=_train_description(model, mixture, anneal_mixture, batch_size, token_budget, num_steps),
         resources=ResourceConfig(tpu=tpu, max_retries=3) if tpu else ResourceConfig(cpus=2),
     )
+
+
+def _train_description(model, mixture, anneal_mixture, batch_size, token_budget, num_steps) -> str:
+    model, mixture, anneal, batch, budget, steps = map(unversioned, (model, mixture, anneal_mixture, batch_size,
+                                                                     token_budget, num_steps))
+    return (f"{model} on {mixture.name}" + (f", annealed on {anneal.name}" if anneal else "") + f", batch {batch}"
+            + (f", {budget:.3g} tokens" if budget else f", {steps} steps"))
 
 
 def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size, token_budget, num_steps, preset,
@@ -197,18 +201,17 @@ def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size,
     declared (a dry run), naming the argument and what is allowed."""
     from steps.training.presets import get_preset
 
-    plain = _plain
     where = f"default_train({name!r})"
     if preset is not None:
         try:
-            get_preset(plain(preset))
+            get_preset(unversioned(preset))
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{where}: preset: {exc.args[0]}") from exc
     for field, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        value = plain(value)
+        value = unversioned(value)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise ValueError(f"{where}: {field} must be a positive int, got {value!r}")
-    budget, steps = plain(token_budget), plain(num_steps)
+    budget, steps = unversioned(token_budget), unversioned(num_steps)
     if (budget is None) == (steps is None):
         raise ValueError(f"{where}: give exactly one of num_steps and token_budget "
                          f"(got num_steps={steps!r}, token_budget={budget!r})")
@@ -216,7 +219,7 @@ def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size,
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value) or value <= 0):
             raise ValueError(f"{where}: {field} must be a positive number, got {value!r}")
-    for field, mix in (("mixture", plain(mixture)), ("anneal_mixture", plain(anneal_mixture))):
+    for field, mix in (("mixture", unversioned(mixture)), ("anneal_mixture", unversioned(anneal_mixture))):
         if mix is None:
             continue
         if not isinstance(mix, Mixture):
@@ -229,13 +232,6 @@ def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size,
         from steps.training.launch import slice_spec
 
         slice_spec(tpu)
-
-
-def _plain(value):
-    """The value inside a `versioned(...)` marker, or `value` itself."""
-    from pipeline import VersionedValue
-
-    return value.value if isinstance(value, VersionedValue) else value
 
 
 def _versioned(value):

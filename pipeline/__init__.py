@@ -17,6 +17,7 @@ from pipeline.step import (
     VersionedValue,
     output_path_of,
     this_output_path,
+    unversioned,
     versioned,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "executor_main",
     "output_path_of",
     "this_output_path",
+    "unversioned",
     "versioned",
 ]
 

@@ -83,6 +83,11 @@ class VersionedValue(Generic[ConfigT]):
     value: ConfigT
 
 
+def unversioned(value: Any) -> Any:
+    """The plain value inside a `versioned(...)` marker, or `value` itself (for checks at declaration)."""
+    return value.value if isinstance(value, VersionedValue) else value
+
+
 def versioned(value: ConfigT) -> ConfigT:
     """Mark `value` as changing what the step computes: it enters the step's hash."""
     if isinstance(value, (VersionedValue, InputName, OutputName, ExecutorStep)):

@@ -60,11 +60,10 @@ class EncodeConfig:
     max_utterance_seconds: Optional[float] = 120.0
 
     def __post_init__(self):
-        from pipeline.step import VersionedValue
+        from pipeline.step import unversioned
 
         def plain(name):
-            value = getattr(self, name)
-            return value.value if isinstance(value, VersionedValue) else value
+            return unversioned(getattr(self, name))
 
         from tokenizer.audio import NUM_CODEBOOKS
 
@@ -151,19 +150,10 @@ def shard_name(path: str) -> str:
 # one shard
 
 
-_MODEL_CACHE: dict[tuple, Any] = {}
-
-
 def _get_model(config: EncodeConfig):
-    key = (config.mimi_model, config.seed, config.device, json.dumps(config.mimi_config_overrides, sort_keys=True))
-    if key not in _MODEL_CACHE:
-        from tokenizer.mimi import load_mimi
+    from tokenizer.mimi import cached_mimi
 
-        _MODEL_CACHE.clear()
-        _MODEL_CACHE[key] = load_mimi(
-            config.mimi_model, seed=config.seed, device=config.device, config_overrides=config.mimi_config_overrides
-        )
-    return _MODEL_CACHE[key]
+    return cached_mimi(config.mimi_model, config.seed, config.device, config.mimi_config_overrides)
 
 
 def encode_shard(config: EncodeConfig, input_path: str) -> dict:

@@ -55,13 +55,13 @@ def assert_same_tree(a: Path, b: Path) -> int:
 
 
 def run_data_steps(root: Path, tokenizer_dir: str, *, encode_batch: int, torch_threads, tokenize_batch: int):
-    import steps.encode as encode_mod
+    from tokenizer.mimi import clear_mimi_cache
     from steps.encode import EncodeConfig, encode_speech
     from steps.interleave import InterleaveConfig, interleave
     from steps.tokenize import TokenizeConfig, tokenize
     from tests.test_mimi import SMALL
 
-    encode_mod._MODEL_CACHE.clear()  # build the random Mimi from its seed again: from scratch
+    clear_mimi_cache()  # build the random Mimi from its seed again: from scratch
     encode_speech(EncodeConfig(input_paths=(str(CORPUS / "*.tar"),), output_path=str(root / "encoded"),
                                mimi_model="random", device="cpu", batch_size=encode_batch,
                                torch_threads=torch_threads, mimi_config_overrides=SMALL))

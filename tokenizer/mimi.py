@@ -91,6 +91,26 @@ def load_mimi(
     return mimi.eval().to(device)
 
 
+_CACHED: dict[tuple, Any] = {}
+
+
+def cached_mimi(model: str = DEFAULT_MODEL, seed: int = 0, device: Optional[str] = None,
+                config_overrides: Optional[dict[str, Any]] = None):
+    """`load_mimi(...)`, kept for the next call with the same arguments in this process (one model
+    at a time): the shard tasks of a step that land on one Ray worker load Mimi once."""
+    import json
+
+    key = (model, seed, device, json.dumps(config_overrides, sort_keys=True))
+    if key not in _CACHED:
+        _CACHED.clear()
+        _CACHED[key] = load_mimi(model, seed=seed, device=device, config_overrides=config_overrides)
+    return _CACHED[key]
+
+
+def clear_mimi_cache() -> None:
+    _CACHED.clear()
+
+
 def is_random_mimi(model) -> bool:
     """True when `model` came from `load_mimi('random')`: its outputs are plumbing only."""
     return bool(getattr(model, "_soda_random", False))

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 LOSS_WEIGHTS = "loss_weights"  # Levanter's SupervisedTextProcessor.loss_weights_key
 CACHE_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 LEDGER = "shard_ledger.json"
+COUNTS = ("pairs", "tokens", "loss_tokens", "masked_tokens", "audio_tokens")  # per part, split and in all
 
 
 @dataclass(frozen=True)
@@ -101,20 +102,10 @@ def masked_example(tok, prompt: str, answer: str) -> dict[str, np.ndarray]:
 # ---- the step ----------------------------------------------------------------------------------
 
 
-_MIMI: dict[tuple, Any] = {}
-
-
 def _mimi(config: S2stSftDataConfig):
-    import json
+    from tokenizer.mimi import cached_mimi
 
-    from tokenizer.mimi import load_mimi
-
-    key = (config.mimi_model, config.seed, config.device, json.dumps(config.mimi_config_overrides, sort_keys=True))
-    if key not in _MIMI:
-        _MIMI.clear()
-        _MIMI[key] = load_mimi(config.mimi_model, seed=config.seed, device=config.device,
-                               config_overrides=config.mimi_config_overrides)
-    return _MIMI[key]
+    return cached_mimi(config.mimi_model, config.seed, config.device, config.mimi_config_overrides)
 
 
 def _encode_batch(model, pairs, num_codebooks: int) -> list[tuple[str, str]]:
@@ -188,8 +179,7 @@ def build_part(config: S2stSftDataConfig, split: str, lang: str, part_dir: str, 
     pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(
         [("id", pa.string()), ("source_lang", pa.string()), ("prompt", pa.string()), ("answer", pa.string())])), buf)
     atomic_write_bytes(docs_url, buf.getvalue())
-    stats = {"split": split, "language": lang, "part": name, **{k: int(counts[k]) for k in
-             ("pairs", "tokens", "loss_tokens", "masked_tokens", "audio_tokens")},
+    stats = {"split": split, "language": lang, "part": name, **{k: int(counts[k]) for k in COUNTS},
              "skipped": dict(skipped), "vocab_size": tok.vocab_size, "plumbing_run": is_random_mimi(model)}
     atomic_write_json(stats_url, stats)
     return stats
@@ -245,9 +235,8 @@ def build_s2st_sft_data(config: S2stSftDataConfig) -> dict:
         for s in parts:
             skipped.update(s["skipped"])
         summary["splits"][split] = {"cache_split": CACHE_SPLITS[split], "skipped": dict(skipped),
-                                    **{k: sum(s[k] for s in parts) for k in
-                                       ("pairs", "tokens", "loss_tokens", "masked_tokens", "audio_tokens")}}
-    for key in ("pairs", "tokens", "loss_tokens", "masked_tokens", "audio_tokens"):
+                                    **{k: sum(s[k] for s in parts) for k in COUNTS}}
+    for key in COUNTS:
         summary[key] = sum(v[key] for v in summary["splits"].values())
     total_skipped = Counter()
     for v in summary["splits"].values():
