@@ -31,6 +31,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from steps.dataset_lock import HubDataset, locked_revision
+
 logger = logging.getLogger(__name__)
 
 SALMON_PARTS = ("bg_alignment", "bg_all_consistency", "bg_domain_consistency", "gender_consistency",
@@ -350,19 +352,25 @@ def seed_tts_eval(root: str, limit: Optional[int] = None, stats: Optional[LoadSt
 
 # ---- raw/ download presets the project lacked --------------------------------------------------
 
-HELLASWAG_REVISION = "UNPINNED-Rowan-hellaswag-parquet"  # a commit on refs/convert/parquet
+# A commit on the hub's refs/convert/parquet branch of Rowan/hellaswag; none is known, so the
+# revision comes from the dataset lock (`soda lock-datasets` resolves the branch's head).
+HELLASWAG_DATASET = "Rowan/hellaswag"
+HELLASWAG_REVISION = "UNPINNED-Rowan-hellaswag-parquet"
+HELLASWAG = HubDataset(HELLASWAG_DATASET, HELLASWAG_REVISION, branch="refs/convert/parquet")
 STORYCLOZE_NOTE = ("StoryCloze is not on the hub as files: the text set is a manual download "
                    "(cs.rochester.edu/nlp/rocstories), the spoken sets are Google Drive zips "
                    "(github.com/slp-rl/SpokenStoryCloze); unpack them into a directory and point "
                    "the eval step's dataset_path at it.")
 
 
-def hellaswag_raw(revision: str = HELLASWAG_REVISION):
-    """A DownloadConfig for Rowan/hellaswag's parquet conversion (validation split)."""
+def hellaswag_raw(revision: Optional[str] = None):
+    """A DownloadConfig for Rowan/hellaswag's parquet conversion (validation split), at `revision`,
+    else the dataset lock's commit, else the placeholder."""
     from pipeline import this_output_path, versioned
     from steps.download import DownloadConfig
 
-    return DownloadConfig(hf_dataset_id="Rowan/hellaswag", revision=versioned(revision),
+    revision = revision if revision is not None else locked_revision(HELLASWAG_DATASET, HELLASWAG_REVISION)
+    return DownloadConfig(hf_dataset_id=HELLASWAG_DATASET, revision=versioned(revision),
                           output_path=this_output_path(), include=("default/validation/*.parquet",))
 
 

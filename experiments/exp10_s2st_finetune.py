@@ -7,7 +7,7 @@ voice) with documents in the order source audio, source text, target text, targe
 loss on the target part only. Stage by stage:
 1. Data: the CVSS-T archives (public bucket gs://cvss, as HF `google/cvss` loads them) and the
    Common Voice release 4 sources they name (gated on the hub: accept its terms, set HF_TOKEN, and
-   pin COMMON_VOICE_REVISION in steps/s2st/prepare.py), unpacked into one pairs directory.
+   lock its commit with `soda lock-datasets`, see steps/s2st/prepare.py), unpacked into one pairs directory.
 2. SFT data: Mimi codes of both sides -> S2ST documents (tokenizer.prompts) -> a Levanter cache
    with answer-only loss weights, in the SODA tokenizer of the pre-training runs (dev -> validation).
 3. Fine-tune (steps.training.finetune, its FinetuneRecipe defaults) from each SODA model of
@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.exp1699_soda_all import models  # noqa: E402
 from experiments.soda_data import tokenizer  # noqa: E402
-from pipeline import executor_main  # noqa: E402
+from experiments.main import executor_main  # noqa: E402
 from steps.download_presets import raw_step  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
 from steps.s2st.prepare import PAPER_LANGUAGES, common_voice_download, cvss_download, prepare_cvss_step  # noqa: E402

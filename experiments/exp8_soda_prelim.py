@@ -24,22 +24,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.defaults import default_tokenize, default_train, download, pre_encoded_documents  # noqa: E402
 from experiments.soda_data import EVAL_DATA, tokenizer  # noqa: E402
-from pipeline import executor_main, this_output_path, versioned  # noqa: E402
+from experiments.main import executor_main  # noqa: E402
 from steps import download_presets as presets  # noqa: E402
-from steps.download import DownloadConfig  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
 from steps.training.mixtures import PRELIM  # noqa: E402
 from steps.training.optimizer import SodaRecipe  # noqa: E402
 
-# All languages of the released YODAS2 documents. No preset covers them; the English preset's
-# commit is a commit of the whole repo (Marin's YODAS2 tokenize script reads `*/*.parquet` at this
-# same commit as "yodas2/all"), so the multilingual copy is pinned to it too.
-yodas2_multilingual_released = download("yodas2-mm-pretrain-multilingual", DownloadConfig(
-    hf_dataset_id="soda-research/yodas2-mm-pretrain",
-    revision=versioned(presets.YODAS2_MM_PRETRAIN_REVISION),
-    output_path=this_output_path(),
-    include=("*/*.parquet",),
-))
+# All languages of the released YODAS2 documents (`*/*.parquet`), at the same commit as the English
+# preset: it is a commit of the whole potsawee/yodas2-mm-pretrain repo (Marin's YODAS2 tokenize
+# script reads `*/*.parquet` at this same commit as "yodas2/all").
+yodas2_multilingual_released = download("yodas2-mm-pretrain-multilingual", presets.yodas2_mm_pretrain_all())
 documents = pre_encoded_documents("yodas2-multilingual", yodas2_multilingual_released, "**/*.parquet")
 tokenized = {"yodas2-multilingual": default_tokenize("yodas2-multilingual", documents, tokenizer)}
 

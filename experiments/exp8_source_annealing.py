@@ -39,20 +39,19 @@ from experiments.exp8_soda_prelim import evals as prelim_evals  # noqa: E402
 from experiments.exp8_soda_prelim import prelim  # noqa: E402
 from experiments.exp8_soda_prelim import tokenized as prelim_tokenized  # noqa: E402
 from experiments.soda_data import EVAL_DATA, tokenized, tokenizer  # noqa: E402
-from pipeline import ExecutorStep, executor_main, this_output_path, versioned  # noqa: E402
-from steps.download import DownloadConfig  # noqa: E402
+from experiments.main import executor_main  # noqa: E402
+from pipeline import ExecutorStep, this_output_path  # noqa: E402
+from steps import download_presets as presets  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
 from steps.scaling.analysis import CorrelationConfig, run_correlation  # noqa: E402
 from steps.training.accounting import ModelShape  # noqa: E402
 from steps.training.mixtures import MIXTURES, PRELIM  # noqa: E402
 from steps.training.optimizer import SodaRecipe  # noqa: E402
 
-# ---- data: MLS English is the one source not in soda_data (no released pre-encoded copy) ----
-# parler-tts/mls_eng: parquet with audio + transcript. No commit has been looked up yet: the
-# download refuses to run until this placeholder is replaced by the repo's commit sha.
-MLS_ENG_REVISION = "UNPINNED-parler-tts-mls_eng"
-mls_raw = download("mls-en", DownloadConfig(hf_dataset_id="parler-tts/mls_eng", revision=versioned(MLS_ENG_REVISION),
-                                            output_path=this_output_path(), include=("data/train-*.parquet",)))
+# ---- data: MLS English is the one source not in soda_data (raw audio, Mimi-encoded here) -----
+# parler-tts/mls_eng: parquet with audio + transcript. No commit is known: its revision comes from
+# the dataset lock (`soda lock-datasets`); until then the download refuses the placeholder.
+mls_raw = download("mls-en", presets.mls_eng_train())
 # MLS rows carry no recording id, so each 10-20 s chunk becomes its own document.
 mls_documents = default_interleave("mls-en", default_encode("mls-en", mls_raw, files="data/train-*.parquet",
                                                             batch_size=64, use_gpu=True))

@@ -2,8 +2,18 @@
 
 Files come from `hf://datasets/{id}@{revision}/...` (huggingface_hub's HfFileSystem) unless
 `source_url` names another fsspec root (a test's `memory://` or `file://` directory, or a
-non-hub source such as Common Crawl's bucket). A revision is required: the step refuses to copy
-an unpinned `main` silently.
+non-hub source such as Common Crawl's HTTPS endpoint or a public bucket). A revision is
+required: the step refuses to copy an unpinned `main` or an `UNPINNED-...` placeholder (resolve
+those with `soda lock-datasets`, steps.dataset_lock).
+
+Sources that cannot be listed (an HTTPS server) publish a paths listing instead: with
+`paths_listing` set (a file relative to the source root, one path per line, gzip'd or plain, as
+Common Crawl publishes them) the step reads it and copies the listed paths that match the
+include globs, instead of listing the source.
+
+With `$SODA_DATA_MIRROR` set the step reads through the mirror root (steps.mirror); the mirror is
+not part of the step's hash. `summary.json` records the original `source`, the `mirror` used (or
+null) and `read_from`, the root actually read.
 
 Resumable: a file already at the destination with the source's size is skipped; a file being
 copied goes to `{name}.partial` first and is renamed when complete, so a crash never leaves a
@@ -16,16 +26,20 @@ Include patterns are globs on repo-relative paths: `*` and `?` stay within one p
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import posixpath
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+from steps.dataset_lock import LOCK_ENV, PLACEHOLDER_PREFIX, lock_path
+from steps.mirror import MIRROR_ENV, data_mirror, is_local, mirrored_url
+
 logger = logging.getLogger(__name__)
 
-PLACEHOLDER_PREFIX = "UNPINNED"  # presets without a known commit use "UNPINNED-..." constants
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -38,6 +52,7 @@ class DownloadConfig:
     exclude: tuple[str, ...] = ()
     source_url: Optional[str] = None  # fsspec root overriding hf://datasets/{id}@{revision}
     source_storage_options: Optional[dict] = None  # passed to fsspec for source_url (e.g. {"anon": True})
+    paths_listing: Optional[str] = None  # a file under the source root listing the paths to copy
 
 
 def check_revision(config: DownloadConfig) -> None:
@@ -51,8 +66,10 @@ def check_revision(config: DownloadConfig) -> None:
         )
     if rev.startswith(PLACEHOLDER_PREFIX):
         raise ValueError(
-            f"download {where}: revision is the placeholder {rev!r}. Look up the dataset's current "
-            "commit sha on huggingface.co and set it in steps/download_presets.py (or pass revision=...)."
+            f"download {where}: revision is the placeholder {rev!r} (no commit of this dataset is known). "
+            f"On a machine with Hub access run `soda lock-datasets` to resolve it into the dataset lock "
+            f"{lock_path()} (${LOCK_ENV} names another lock), then declare the experiment again; "
+            "or pass revision=<commit sha> to the preset."
         )
     if rev in ("main", "master", "HEAD"):
         raise ValueError(
@@ -136,7 +153,10 @@ def make_matcher(include: Iterable[str], exclude: Iterable[str] = ()) -> Callabl
 def list_source_files(fs, root_path: str, include, exclude=()) -> list[tuple[str, int]]:
     """(repo-relative path, size) of every matching file under root_path, sorted by path."""
     matches = make_matcher(include, exclude)
-    found = fs.find(root_path, detail=True)
+    try:
+        found = fs.find(root_path, detail=True)
+    except FileNotFoundError:
+        return []
     files = []
     for path, info in found.items():
         if info.get("type") == "directory":
@@ -147,45 +167,130 @@ def list_source_files(fs, root_path: str, include, exclude=()) -> list[tuple[str
     return sorted(files)
 
 
+def read_paths_listing(fs, path: str, where: str) -> list[str]:
+    """The non-empty lines of a paths listing (gzip'd or plain), stripped; ValueError naming
+    `where` for an unreadable listing or a path that leaves the source root."""
+    try:
+        with fs.open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"paths listing {where} does not exist; check DownloadConfig.paths_listing "
+                                "against the source's published listing") from exc
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise ValueError(f"paths listing {where}: truncated or corrupt gzip ({exc}); delete it and rerun") from exc
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"paths listing {where}: not UTF-8 text ({exc})") from exc
+    entries = [line.strip().lstrip("/") for line in lines if line.strip() and not line.startswith("#")]
+    bad = [e for e in entries if "://" in e or ".." in e.split("/")]
+    if bad:
+        raise ValueError(f"paths listing {where}: entries must be paths under the source root, got {bad[:3]}")
+    return entries
+
+
+def list_listed_files(fs, root_path: str, listing: str, include, exclude=(), where: Optional[str] = None
+                      ) -> tuple[list[tuple[str, Optional[int]]], int]:
+    """((path, size or None), ...) of the listing's entries that match, sorted, and the number of
+    entries listed. Sizes come from the source (an HTTP HEAD); a listed file missing at the source
+    is a FileNotFoundError naming it."""
+    listing_path = posixpath.join(root_path, listing)
+    entries = read_paths_listing(fs, listing_path, where or listing_path)
+    matches = make_matcher(include, exclude)
+    files = []
+    for rel in sorted(set(e for e in entries if matches(e))):
+        try:
+            size = fs.size(posixpath.join(root_path, rel))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{where or listing_path} lists {rel}, which is not at "
+                                    f"{posixpath.join(root_path, rel)}") from exc
+        files.append((rel, None if size is None else int(size)))
+    return files, len(entries)
+
+
+def read_root(config: DownloadConfig, mirror: Optional[str]) -> str:
+    """The root the step reads: the source root, or its copy in `mirror` (local sources are read
+    in place)."""
+    root = source_root(config)
+    return root if mirror is None or is_local(root) else mirrored_url(root, mirror)
+
+
+def _missing_in_mirror(root: str, read_from: str, mirror: str, what: str) -> str:
+    return (f"download {root}: the data mirror ${MIRROR_ENV}={mirror} has {what} under {read_from} (the "
+            f"mirror's copy of {root}). Fill the mirror: copy the source's files there in the layout of "
+            f"steps/mirror.py; or, for an offline test mirror, run `soda make-mirror {mirror}` and set "
+            f"{LOCK_ENV}={mirror.rstrip('/')}/datasets.lock so the presets ask for its revisions.")
+
+
 def download_dataset(config: DownloadConfig, source_fs=None) -> dict:
     """Step fn: copy the matching files to `config.output_path`; return the summary.
 
     `source_fs` injects an fsspec filesystem for the source (tests pass a memory filesystem);
-    by default it comes from `source_root(config)` (HfFileSystem for hf://).
+    by default it comes from `source_root(config)` (HfFileSystem for hf://) or, with
+    `$SODA_DATA_MIRROR` set, from the mirror's copy of it.
     """
     import fsspec
     from tqdm import tqdm
 
     check_revision(config)
     root = source_root(config)
+    mirror = data_mirror()
+    read_from = read_root(config, mirror)
+    used_mirror = mirror if read_from != root else None
     if source_fs is None:
-        source_fs, root_path = fsspec.core.url_to_fs(root, **(config.source_storage_options or {}))
+        options = {} if used_mirror else (config.source_storage_options or {})
+        source_fs, root_path = fsspec.core.url_to_fs(read_from, **options)
     else:
-        root_path = source_fs._strip_protocol(root)
-    files = list_source_files(source_fs, root_path, config.include, config.exclude)
+        root_path = source_fs._strip_protocol(read_from)
+    listed = None
+    if config.paths_listing:
+        listing_url = f"{read_from}/{config.paths_listing}"
+        try:
+            files, listed = list_listed_files(source_fs, root_path, config.paths_listing, config.include,
+                                              config.exclude, where=listing_url)
+        except FileNotFoundError as exc:
+            if used_mirror:
+                raise FileNotFoundError(_missing_in_mirror(root, read_from, used_mirror,
+                                                           f"no paths listing or listed file ({exc})")) from exc
+            raise
+    else:
+        files = list_source_files(source_fs, root_path, config.include, config.exclude)
+    if not files and used_mirror:
+        raise FileNotFoundError(_missing_in_mirror(
+            root, read_from, used_mirror,
+            f"no file matching include={list(config.include)} exclude={list(config.exclude)}"))
     if not files:
         raise FileNotFoundError(
-            f"download {root}: no file matches include={list(config.include)} exclude={list(config.exclude)}; "
-            "check the globs against the repo's file list"
+            f"download {root}: no file matches include={list(config.include)} exclude={list(config.exclude)}"
+            + (f" among the {listed} paths of {config.paths_listing}" if listed is not None else "")
+            + "; check the globs against the repo's file list"
         )
     out_fs, out_root = fsspec.core.url_to_fs(config.output_path)
     out_fs.makedirs(out_root, exist_ok=True)
 
     copied = skipped = copied_bytes = 0
-    total_bytes = sum(size for _, size in files)
+    total_bytes = sum(size or 0 for _, size in files)
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"download {config.hf_dataset_id or root}") as bar:
         for rel, size in files:
             dest = posixpath.join(out_root, rel)
-            if out_fs.exists(dest) and out_fs.size(dest) == size:
+            # a file under its real name is complete (copies go through .partial), so an unknown
+            # source size (an HTTP server without Content-Length) still allows the skip
+            if out_fs.exists(dest) and (size is None or out_fs.size(dest) == size):
                 skipped += 1
-                bar.update(size)
+                bar.update(size or 0)
                 continue
-            _copy_file(source_fs, posixpath.join(root_path, rel), out_fs, dest, size, bar)
+            written = _copy_file(source_fs, posixpath.join(root_path, rel), out_fs, dest, size, bar)
             copied += 1
-            copied_bytes += size
+            copied_bytes += written
 
     summary = {
         "source": root,
+        "mirror": used_mirror,
+        "read_from": read_from,
+        "paths_listing": config.paths_listing,
         "hf_dataset_id": config.hf_dataset_id,
         "revision": config.revision,
         "include": list(config.include),
@@ -200,12 +305,14 @@ def download_dataset(config: DownloadConfig, source_fs=None) -> dict:
         json.dump(summary, f, indent=1, sort_keys=True)
     logger.info(
         "download: %d files (%.1f MB) from %s -> %s (%d already complete)",
-        len(files), total_bytes / 1e6, root, config.output_path, skipped,
+        len(files), total_bytes / 1e6, read_from, config.output_path, skipped,
     )
     return summary
 
 
-def _copy_file(src_fs, src: str, dst_fs, dest: str, size: int, bar, chunk: int = 8 << 20) -> None:
+def _copy_file(src_fs, src: str, dst_fs, dest: str, size: Optional[int], bar, chunk: int = 8 << 20) -> int:
+    """Copy through `{dest}.partial`, renamed when complete; returns the bytes written. A known
+    `size` must match what was read."""
     partial = dest + ".partial"
     dst_fs.makedirs(posixpath.dirname(dest), exist_ok=True)
     written = 0
@@ -217,7 +324,8 @@ def _copy_file(src_fs, src: str, dst_fs, dest: str, size: int, bar, chunk: int =
             fout.write(block)
             written += len(block)
             bar.update(len(block))
-    if written != size:
+    if size is not None and written != size:
         dst_fs.rm(partial)
         raise IOError(f"download {src}: got {written} bytes, the source listing says {size}; rerun to retry")
     dst_fs.mv(partial, dest)
+    return written

@@ -4,8 +4,9 @@ Input (`corpus="speech"`): parquet shards from the Mimi encode step with columns
 `utterance_id, recording_id, order, transcript (nullable), duration, audio`, given as a
 directory (searched recursively), a glob or a file, local or gs://. Each recording's utterances
 become documents in both formats (see tokenizer.documents), split at utterance boundaries
-beyond `max_document_tokens`. `corpus="text"`: jsonl / jsonl.gz / parquet files with a
-`text_key` column pass through as format "text" (sanitised, BOS first unless text_add_bos=False).
+beyond `max_document_tokens`. `corpus="text"`: jsonl / jsonl.gz / jsonl.zstd (Nemotron-CC's
+form; steps.zstd_io) / parquet files with a `text_key` column pass through as format "text"
+(sanitised, BOS first unless text_add_bos=False).
 
 Output: `documents/part-NNNNN.parquet` (one per input file; columns id, recording_id, format,
 text; rows sorted by recording, part, format), `stats/part-NNNNN.json` (the shard's done
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 SPEECH_COLUMNS = ("utterance_id", "recording_id", "order", "transcript", "duration", "audio")
 SPEECH_SUFFIXES = (".parquet",)
-TEXT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
+TEXT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".jsonl.zstd", ".jsonl.zst", ".parquet")
 ROWS_PER_GROUP = 256
 
 

@@ -73,6 +73,33 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+def local_copy(url: str) -> str:
+    """A local directory holding the files of directory `url` (returned as is when already local),
+    for libraries that only read real files (transformers' `from_pretrained`, tokenizers).
+
+    The copy goes to a per-process cache keyed by the URL, so a process copies each directory
+    once; it is made under a temporary name and renamed, so a half-copied directory is never used.
+    """
+    if "://" not in url or url.startswith("file://"):
+        return url[len("file://"):] if url.startswith("file://") else url
+    import hashlib
+    import tempfile
+
+    root = os.path.join(tempfile.gettempdir(), f"soda-local-copies-{os.getpid()}")
+    target = os.path.join(root, hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16])
+    if os.path.isdir(target):
+        return target
+    fs, path = fs_and_path(url)
+    if not fs.isdir(path):
+        raise FileNotFoundError(f"{url} is not a directory (or does not exist); expected a directory to copy")
+    os.makedirs(root, exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=".partial-", dir=root)
+    fs.get(path.rstrip("/") + "/", partial + "/", recursive=True)
+    os.replace(partial, target)
+    logger.info("copied %s -> %s", url, target)
+    return target
+
+
 def temp_path_for(path: str) -> str:
     """A hidden sibling of `path` to write before renaming: `.{name}.tmp-{random}`.
 
@@ -210,7 +237,7 @@ def iter_record_batches(
     path: str, columns: Sequence[str], batch_size: int, optional: Sequence[str] = ()
 ):
     """Yield lists of row dicts (only `columns`; `optional` ones may be absent -> None) from a
-    parquet, jsonl or jsonl.gz file. Raises ValueError naming the file (and line) on bad input."""
+    parquet, jsonl, jsonl.gz or jsonl.zstd file. Raises ValueError naming the file (and line) on bad input."""
     fs, p = fs_and_path(path)
     wanted = list(columns) + [c for c in optional if c not in columns]
     if path.endswith(".parquet"):
@@ -235,31 +262,38 @@ def iter_record_batches(
                 n = batch.num_rows
                 yield [{c: (cols[c][i] if c in cols else None) for c in wanted} for i in range(n)]
         return
+    from steps.zstd_io import is_zstd, iter_lines, zstd_errors
+
     try:
-        yield from _iter_jsonl(fs, p, path, columns, wanted, batch_size)
-    except (EOFError, OSError, zlib.error) as e:  # a truncated .gz, a damaged file
+        if is_zstd(path):  # fsspec's own zstd codec would return a truncated file's text silently
+            with fs.open(p, "rb") as raw:
+                yield from _jsonl_rows(iter_lines(raw, path), path, columns, wanted, batch_size)
+        else:
+            with fs.open(p, "rb", compression="infer") as f:
+                yield from _jsonl_rows(f, path, columns, wanted, batch_size)
+    except (EOFError, OSError, zlib.error, *zstd_errors()) as e:  # a truncated .gz or .zstd, a damaged file
         raise ValueError(f"{path}: cannot read the file (truncated or corrupt?): {type(e).__name__}: {e}") from e
 
 
-def _iter_jsonl(fs, p: str, path: str, columns: Sequence[str], wanted: list[str], batch_size: int):
+def _jsonl_rows(lines, path: str, columns: Sequence[str], wanted: list[str], batch_size: int):
+    """Batches of row dicts from JSON `lines` (bytes or str), checked as iter_record_batches says."""
     rows: list[dict] = []
-    with fs.open(p, "rb", compression="infer") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ValueError(f"{path}: line {lineno} is not valid JSON: {e}") from e
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}: line {lineno} holds a JSON {type(obj).__name__}, expected an object "
-                                 f"with field(s) {list(columns)}")
-            missing = [c for c in columns if c not in obj]
-            if missing:
-                raise ValueError(f"{path}: line {lineno} has no field(s) {missing}")
-            rows.append({c: obj.get(c) for c in wanted})
-            if len(rows) >= batch_size:
-                yield rows
-                rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: line {lineno} is not valid JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}: line {lineno} holds a JSON {type(obj).__name__}, expected an object "
+                             f"with field(s) {list(columns)}")
+        missing = [c for c in columns if c not in obj]
+        if missing:
+            raise ValueError(f"{path}: line {lineno} has no field(s) {missing}")
+        rows.append({c: obj.get(c) for c in wanted})
+        if len(rows) >= batch_size:
+            yield rows
+            rows = []
     if rows:
         yield rows

@@ -3,9 +3,10 @@
 Sources (both copied by `steps.download`, pinned):
 - CVSS (HF `google/cvss` is a loading script over the public bucket `gs://cvss`):
   `{variant}_v1.0/{variant}_{src}_en_v1.0.tar.gz`, each with `{split}.tsv` and `{split}/*.wav`.
-- Common Voice in the hub's layout (`mozilla-foundation/common_voice_*`, gated: accept the terms
-  and set HF_TOKEN): `transcript/{src}/{split}.tsv` and `audio/{src}/{split}/{src}_{split}_{n}.tar`
-  of mp3 clips. CoVoST 2 and CVSS were built on release 4; later releases keep the clip names.
+- Common Voice in the hub's layout (`mozilla-foundation/common_voice_*`, gated: accept the terms,
+  set HF_TOKEN, and lock its commit with `soda lock-datasets`): `transcript/{src}/{split}.tsv`
+  and `audio/{src}/{split}/{src}_{split}_{n}.tar` of mp3 clips. CoVoST 2 and CVSS were built on
+  release 4; later releases keep the clip names.
 
 The prepare step streams each archive once and writes only what the pairs need (the CVSS files,
 the Common Voice tsvs, the clips CVSS names), one language at a time with a done marker, so a
@@ -18,9 +19,10 @@ import logging
 import posixpath
 import tarfile
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 from pipeline.step import ExecutorStep, ResourceConfig, this_output_path, versioned
+from steps.dataset_lock import HubDataset, locked_revision
 from steps.download import DownloadConfig
 
 logger = logging.getLogger(__name__)
@@ -28,10 +30,11 @@ logger = logging.getLogger(__name__)
 CVSS_BUCKET = "gs://cvss"
 CVSS_RELEASE = "cvss-v1.0"  # the bucket's release is immutable; its label is the revision
 CVSS_VARIANTS = ("cvss_t", "cvss_c")
-# The hub's Common Voice release 4 copy; no commit was looked up yet (the download refuses a
-# placeholder until one is set here or passed as revision=).
+# The hub's Common Voice release 4 copy (gated). No commit is known: the revision comes from the
+# dataset lock (`soda lock-datasets` with HF_TOKEN set), else the download refuses the placeholder.
 COMMON_VOICE_DATASET = "mozilla-foundation/common_voice_4_0"
 COMMON_VOICE_REVISION = "UNPINNED-common-voice-4"
+COMMON_VOICE = HubDataset(COMMON_VOICE_DATASET, COMMON_VOICE_REVISION)
 PAPER_LANGUAGES = ("fr", "es", "de")  # high-resource CVSS pairs; extend freely
 
 
@@ -44,7 +47,11 @@ def cvss_download(languages=PAPER_LANGUAGES, variant: str = "cvss_t") -> Downloa
                           include=include, source_url=CVSS_BUCKET, source_storage_options={"token": "anon"})
 
 
-def common_voice_download(languages=PAPER_LANGUAGES, revision: str = COMMON_VOICE_REVISION) -> DownloadConfig:
+def common_voice_download(languages=PAPER_LANGUAGES, revision: Optional[str] = None) -> DownloadConfig:
+    """Copy the Common Voice 4 transcripts and audio tars of `languages`, at `revision`, else the
+    dataset lock's commit, else the placeholder."""
+    if revision is None:
+        revision = locked_revision(COMMON_VOICE_DATASET, COMMON_VOICE_REVISION)
     include = tuple(p for lang in languages for p in (f"transcript/{lang}/*.tsv", f"audio/{lang}/*/*.tar"))
     return DownloadConfig(hf_dataset_id=COMMON_VOICE_DATASET, revision=versioned(revision),
                           output_path=this_output_path(), include=include)
