@@ -94,6 +94,17 @@ def print_plan(plan: Plan, actions: list[Action], changes: list[list[str]], out:
     out.write(f"\n{len(actions)} steps: {summary}\n")
 
 
+def print_unplaceable(problems: dict[str, str], pending: int, cluster_file: str, out: TextIO) -> None:
+    """After the plan: the pending steps that no node type of `cluster_file` could ever run, and why."""
+    if not problems:
+        out.write(f"placement: each of the {pending} steps to run fits a node type of {cluster_file}\n")
+        return
+    out.write(f"\n{len(problems)} of the {pending} steps to run can never run on the node types of {cluster_file}:\n")
+    for name, reason in problems.items():
+        out.write(f"  {name}: {reason}\n")
+    out.write("Add node types that fit to the cluster file, or change these steps' ResourceConfig or config.\n")
+
+
 def _short(value: Any, limit: int = 60) -> str:
     text = "(none)" if value is None else storage_safe_repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
