@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from pipeline.step import this_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +47,19 @@ def _device(device: Optional[str]) -> str:
 
 
 def is_random_judge(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, RANDOM_MARKER))
+    """Whether `path` (a local dir or an object-store URL; an HF id is never one) is a random-init judge."""
+    from steps.sharding import exists, join
+
+    if "://" not in path and not os.path.isdir(path):
+        return False
+    return exists(join(path, RANDOM_MARKER))
+
+
+def _judge_dir(path: str) -> str:
+    """A judge given as an object-store directory is read from a local copy (transformers reads files)."""
+    from steps.sharding import local_copy
+
+    return local_copy(path) if "://" in path else path
 
 
 class WhisperJudge:
@@ -54,9 +69,10 @@ class WhisperJudge:
 
         self.path, self.device, self.language, self.max_new_tokens = path, _device(device), language, max_new_tokens
         try:
-            self.model = WhisperForConditionalGeneration.from_pretrained(path).eval().to(self.device)
-            self.features = AutoFeatureExtractor.from_pretrained(path)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            local = _judge_dir(path)
+            self.model = WhisperForConditionalGeneration.from_pretrained(local).eval().to(self.device)
+            self.features = AutoFeatureExtractor.from_pretrained(local)
+            self.tokenizer = AutoTokenizer.from_pretrained(local)
         except OSError as exc:
             raise OSError(f"ASR judge {path!r} could not be loaded ({exc}); pass a local Whisper directory "
                           "(tts_asr_judge) or fill the HF cache") from exc
@@ -86,8 +102,9 @@ class SpeakerJudge:
 
         self.path, self.device = path, _device(device)
         try:
-            self.model = WavLMForXVector.from_pretrained(path).eval().to(self.device)
-            self.features = AutoFeatureExtractor.from_pretrained(path)
+            local = _judge_dir(path)
+            self.model = WavLMForXVector.from_pretrained(local).eval().to(self.device)
+            self.features = AutoFeatureExtractor.from_pretrained(local)
         except OSError as exc:
             raise OSError(f"speaker judge {path!r} could not be loaded ({exc}); pass a local WavLM x-vector "
                           "directory (tts_sim_judge) or fill the HF cache") from exc
@@ -144,3 +161,30 @@ def make_random_judges(root: str, tokenizer_dir: str, seed: int = 0) -> tuple[st
         with open(os.path.join(sim_dir, RANDOM_MARKER), "w") as f:
             json.dump({"seed": seed, "note": "random-init (plumbing)"}, f)
     return asr_dir, sim_dir
+
+
+# ---- the random-init judges as an executor step (offline runs and rehearsals) -------------------
+
+
+@dataclass(frozen=True)
+class RandomJudgesConfig:
+    output_path: str = this_output_path()
+    seed: int = 0
+
+
+def make_random_judges_step(config: RandomJudgesConfig) -> None:
+    """Step fn: tiny random-init Whisper and WavLM x-vector dirs (`random-whisper/`, `random-wavlm-sv/`)
+    under the step's output, local or on an object store: offline stand-ins for the TTS judges."""
+    import tempfile
+
+    from steps.sharding import fs_and_path
+    from tokenizer.testing import make_tiny_qwen_style_tokenizer_dir
+
+    if "://" not in config.output_path:
+        root = config.output_path
+        make_random_judges(root, make_tiny_qwen_style_tokenizer_dir(os.path.join(root, "plain-tokenizer")), config.seed)
+        return
+    with tempfile.TemporaryDirectory(prefix="soda-judges-") as tmp:
+        make_random_judges(tmp, make_tiny_qwen_style_tokenizer_dir(os.path.join(tmp, "plain-tokenizer")), config.seed)
+        fs, path = fs_and_path(config.output_path)
+        fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)

@@ -405,14 +405,9 @@ def load_scoring_model(path: str, backend: str = "auto", tokenizer: Optional[str
 
 def local_path(path: str) -> str:
     """A local copy of a (possibly remote) directory, for libraries that need real files."""
-    if "://" not in path:
-        return path
-    import fsspec
+    from steps.sharding import local_copy
 
-    fs, p = fsspec.core.url_to_fs(path)
-    tmp = tempfile.mkdtemp(prefix="soda-eval-")
-    fs.get(p.rstrip("/") + "/", tmp + "/", recursive=True)
-    return tmp
+    return local_copy(path)
 
 
 __all__ = ["Generation", "ScoringModel", "TorchLM", "LevanterLM", "load_scoring_model", "top_p_filter",

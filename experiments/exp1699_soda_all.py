@@ -17,11 +17,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.defaults import default_train  # noqa: E402
+from experiments.defaults import default_train, run_ref  # noqa: E402
 from experiments.soda_data import EVAL_DATA, tokenized, tokenizer  # noqa: E402
-from pipeline import ExecutorStep, executor_main, output_path_of, this_output_path  # noqa: E402
+from experiments.main import executor_main  # noqa: E402
+from pipeline import ExecutorStep, this_output_path  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
-from steps.scaling.analysis import CorrelationConfig, RunRef, run_correlation  # noqa: E402
+from steps.scaling.analysis import CorrelationConfig, run_correlation  # noqa: E402
 from steps.training.mixtures import FINAL  # noqa: E402
 
 # The four SODA models: 500B tokens each (batch 512 x 4096 = 238,419 steps) on the final mix.
@@ -41,12 +42,8 @@ evals = {size: {task: eval_step(task, model, data, gpus=1) for task, data in EVA
 correlations = ExecutorStep(
     name="analysis/soda-correlations",
     fn=run_correlation,
-    config=CorrelationConfig(
-        output_path=this_output_path(),
-        runs=tuple(RunRef(budget=0.0, train=output_path_of(models[size]), name=f"soda-{size}",
-                          evals={task: output_path_of(step) for task, step in evals[size].items()})
-                   for size in SLICES),
-    ),
+    config=CorrelationConfig(output_path=this_output_path(),
+                             runs=tuple(run_ref(f"soda-{size}", models[size], evals[size]) for size in SLICES)),
     description="validation NLL vs downstream metrics across the SODA models",
 )
 

@@ -31,7 +31,8 @@ from experiments.exp8_source_annealing import (  # noqa: E402
     PROXY_TPU,
 )
 from experiments.soda_data import EVAL_DATA, tokenized, tokenizer  # noqa: E402
-from pipeline import ExecutorStep, executor_main, output_path_of, this_output_path  # noqa: E402
+from experiments.main import executor_main  # noqa: E402
+from pipeline import ExecutorStep, output_path_of, this_output_path  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
 from steps.scaling.analysis import CorrelationConfig, RunRef, run_correlation  # noqa: E402
 from steps.training.mixtures import TEXT_RATIOS, text_ratio_mixture  # noqa: E402

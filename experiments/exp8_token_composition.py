@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.defaults import default_tokenize, default_train  # noqa: E402
 from experiments.soda_data import EVAL_DATA, documents, tokenized, tokenizer  # noqa: E402
-from pipeline import ExecutorStep, executor_main, output_path_of, this_output_path, versioned  # noqa: E402
+from experiments.main import executor_main  # noqa: E402
+from pipeline import ExecutorStep, output_path_of, this_output_path, versioned  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
 from steps.training.composition import ComposeConfig, compose_documents  # noqa: E402
 from steps.training.mixtures import COMPOSITIONS, composition_mixture  # noqa: E402

@@ -28,7 +28,8 @@ from experiments.exp1699_soda_all import SLICES, TOKENS  # noqa: E402
 from experiments.exp1699_soda_all import evals as cold_evals  # noqa: E402
 from experiments.exp1699_soda_all import models as cold_models  # noqa: E402
 from experiments.soda_data import EVAL_DATA, documents  # noqa: E402
-from pipeline import ExecutorStep, executor_main, this_output_path  # noqa: E402
+from experiments.main import executor_main  # noqa: E402
+from pipeline import ExecutorStep, this_output_path  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
 from steps.scaling.analysis import CorrelationConfig, run_correlation  # noqa: E402
 from steps.training.mixtures import FINAL  # noqa: E402

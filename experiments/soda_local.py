@@ -32,8 +32,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dataclasses  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
+from eval.judges import RandomJudgesConfig, make_random_judges_step  # noqa: E402
 from experiments.defaults import (  # noqa: E402
     default_encode,
     default_interleave,
@@ -59,21 +59,6 @@ LOCAL_GRID = IsoFlopGridConfig(budgets=(2e11, 4e11, 8e11), min_width=32, max_wid
 EVERY_MODEL_TASKS = ("validation_nll", "sblimp", "asr", "tts")
 ALL_TASKS = ("sblimp", "swuggy", "salmon", "tblimp", "twuggy", "storycloze_spoken", "storycloze_text",
              "hellaswag", "asr", "tts", "validation_nll")
-
-
-@dataclass(frozen=True)
-class RandomJudgesConfig:
-    output_path: str = this_output_path()
-    seed: int = 0
-
-
-def make_random_judges_step(config: RandomJudgesConfig) -> None:
-    """Tiny random-init Whisper and WavLM x-vector dirs: offline stand-ins for the TTS judges."""
-    from eval.judges import make_random_judges
-    from tokenizer.testing import make_tiny_qwen_style_tokenizer_dir
-
-    root = config.output_path
-    make_random_judges(root, make_tiny_qwen_style_tokenizer_dir(os.path.join(root, "plain-tokenizer")), config.seed)
 
 
 def local_scaling_analysis(config: ScalingAnalysisConfig) -> None:

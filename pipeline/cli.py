@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("eval.generate_cli:cli_main", "generate with a checkpoint: continue, tts, tts-voice, asr, s2st"),
     "isoflop-grid": ("steps.scaling.grid:cli_main", "print the IsoFLOP sweep's grid of models"),
     "fit-scaling": ("steps.scaling.fit:cli_main", "fit scaling laws to a CSV of runs"),
+    "lock-datasets": ("steps.dataset_lock:cli_main", "resolve and lock the Hub commit of every dataset"),
+    "make-mirror": ("steps.mirror_fixtures:cli_main", "write a tiny offline data mirror with its lock"),
+    "rehearse": ("infra.rehearse:cli_main", "run an experiment script end to end at toy scale on an emulated "
+                 "bucket and a local multi-node Ray cluster"),
 }
 
 

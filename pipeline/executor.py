@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, TextIO
 
-from pipeline import explain, storage
+from pipeline import explain, placement, storage
 from pipeline.experiment_log import ExperimentRecord, previous_steps
 from pipeline.identity import canonical, digest, EncodingError
 from pipeline.lease import Lease, lease_for, new_owner_id
@@ -61,6 +61,7 @@ class RunResult:
     states: dict[str, str]  # versioned name -> cached | succeeded | failed | blocked | not selected | planned
     actions: dict[str, explain.Action] = field(default_factory=dict)
     record_url: Optional[str] = None
+    unplaceable: dict[str, str] = field(default_factory=dict)  # dry run with a cluster file: step -> why it never runs
 
     def names(self, state: str) -> list[str]:
         return [name for name, s in self.states.items() if s == state]
@@ -72,13 +73,17 @@ class RunResult:
 
 class Executor:
     def __init__(self, prefix: str, experiment_name: Optional[str] = None, description: Optional[str] = None,
-                 ray_address: Optional[str] = None, poll_interval: float = 0.5):
+                 ray_address: Optional[str] = None, poll_interval: float = 0.5, env: Optional[dict[str, str]] = None,
+                 cluster_file: Optional[str] = None):
         if not prefix:
             raise ValueError("Executor needs a prefix (a local directory or e.g. gs://bucket/path)")
         self.prefix = prefix.rstrip("/")
         self.experiment_name = experiment_name or _script_name()
         self.description = description
         self.ray_address = ray_address
+        self.env = dict(env or {})  # set in every step's Ray task
+        self.cluster_file = cluster_file  # a Ray cluster YAML whose node types every pending step must fit
+        self._node_types: Optional[list[placement.NodeType]] = None
         self.poll_interval = poll_interval
         self.plan: Optional[Plan] = None
         self.steps: list[ExecutorStep] = []
@@ -99,6 +104,7 @@ class Executor:
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
         plan = self.compute_versions(steps, run_only)
+        self.cluster_node_types()  # a bad cluster file is refused before anything else
         storage.ensure_reachable(self.prefix)
         previous = previous_steps(self.prefix, self.experiment_name)
         changes = {p.versioned_name: explain.explain_changes(p, previous) for p in plan.steps}
@@ -107,11 +113,32 @@ class Executor:
         storage.ensure_writable(self.prefix)
         return _Run(self, plan, force_run_failed, max_concurrent, changes).execute()
 
+    def cluster_node_types(self) -> Optional[list[placement.NodeType]]:
+        """The node types of `cluster_file` (read once), or None without one."""
+        if self.cluster_file is not None and self._node_types is None:
+            self._node_types = placement.node_types_from_cluster_file(self.cluster_file)
+        return self._node_types
+
+    def unplaceable(self, pending: Sequence[PlannedStep], configs: Optional[dict[str, Any]] = None) -> dict[str, str]:
+        """Step -> why no node type of `cluster_file` could ever run it ({} without a cluster file)."""
+        node_types = self.cluster_node_types()
+        if node_types is None or self.plan is None:
+            return {}
+        configs = configs or {}
+        return placement.placement_problems(
+            ((p.versioned_name, p.step.fn, configs[p.versioned_name] if p.versioned_name in configs
+              else p.concrete_config(self.plan.paths), p.step.resources) for p in pending), node_types)
+
     def _dry_run(self, plan: Plan, force_run_failed: bool, changes: dict[str, list[str]], out: TextIO) -> RunResult:
         actions = [explain.classify(p, force_run_failed) for p in plan.steps]
         explain.print_plan(plan, actions, [changes[p.versioned_name] for p in plan.steps], out)
+        unplaceable: dict[str, str] = {}
+        if self.cluster_file is not None:
+            pending = [p for p, a in zip(plan.steps, actions) if a.kind in (explain.RUN, explain.TAKE_OVER)]
+            unplaceable = self.unplaceable(pending)
+            explain.print_unplaceable(unplaceable, len(pending), self.cluster_file, out)
         return RunResult(plan, {p.versioned_name: "planned" for p in plan.steps},
-                         {p.versioned_name: a for p, a in zip(plan.steps, actions)})
+                         {p.versioned_name: a for p, a in zip(plan.steps, actions)}, unplaceable=unplaceable)
 
 
 class _Run:
@@ -124,7 +151,7 @@ class _Run:
         self.executor, self.plan = executor, plan
         self.force_run_failed, self.max_concurrent = force_run_failed, max_concurrent
         self.owner = new_owner_id()
-        self.runner = RayRunner(executor.ray_address)
+        self.runner = RayRunner(executor.ray_address, env=executor.env)
         self.record = ExperimentRecord(executor.prefix, executor.experiment_name, plan, executor.description, self.owner)
         self.states: dict[str, str] = {}
         self.errors: dict[str, str] = {}
@@ -176,14 +203,20 @@ class _Run:
         pending = [p for p, s in zip(todo, storage.read_statuses([p.output_path for p in todo]))
                    if s is None or s.status != storage.SUCCESS]
         problems: dict[str, str] = {}
+        configs = {p.versioned_name: p.concrete_config(self.plan.paths) for p in pending}
         for p in pending:  # first what needs no cluster
-            problem = self.runner.check_shippable(p.step.fn, p.concrete_config(self.plan.paths))
+            problem = self.runner.check_shippable(p.step.fn, configs[p.versioned_name])
             if problem:
                 problems[p.versioned_name] = problem
-        if not problems:
+        if not problems and self.executor.cluster_file is not None:  # the node types the cluster may add
+            problems = {name: f"{reason} (node types of {self.executor.cluster_file}; add one that fits there, "
+                              "or change the step's ResourceConfig)"
+                        for name, reason in self.executor.unplaceable(pending, configs).items()}
+        elif not problems:  # the connected cluster's nodes, and its autoscaler's node groups when published
             for p in pending:
                 try:
-                    self.runner.check_resources(p.versioned_name, p.step.resources or ResourceConfig())
+                    self.runner.check_resources(p.versioned_name, p.step.resources or ResourceConfig(),
+                                                p.step.fn, configs[p.versioned_name])
                 except RuntimeError as e:
                     problems[p.versioned_name] = str(e)
         if problems:
@@ -194,6 +227,12 @@ class _Run:
             self.record.save()
         except OSError as e:  # the record is a log; status files are what the executor trusts
             logger.warning("could not write the experiment record %s: %s", self.record.url, e)
+
+    def _progress(self) -> str:
+        """How far the run is: steps finished (cached, succeeded, failed, blocked) of all selected."""
+        selected = sum(1 for p in self.plan.steps if p.selected)
+        ended = sum(1 for s in self.states.values() if s in ("cached", "succeeded", "failed", "blocked"))
+        return f"{ended}/{selected} steps done, {len(self.running)} running"
 
     def _names(self, state: str) -> list[str]:
         return [n for n, s in self.states.items() if s == state]
@@ -239,7 +278,8 @@ class _Run:
         try:
             config = p.concrete_config(self.plan.paths)
             resources = p.step.resources or ResourceConfig()
-            self.runner.check_resources(p.versioned_name, resources)
+            if self.executor.cluster_file is None:  # else its nodes may be still to come: checked in _preflight
+                self.runner.check_resources(p.versioned_name, resources)
             _write_info(p, config, self.owner, self.executor.experiment_name)
             storage.write_status(p.output_path, storage.RUNNING, self.owner)
             handle = self.runner.submit(p.step.fn, config, p.versioned_name, resources)
@@ -269,7 +309,8 @@ class _Run:
                                       f"{storage.not_writable(p.output_path, e, 'the step output').strerror}")
                     else:
                         self._set(p, "succeeded", end=time.time())
-                        logger.info("succeeded %s in %.1fs", p.versioned_name, time.time() - started)
+                        logger.info("succeeded %s in %.1fs [%s]", p.versioned_name, time.time() - started,
+                                    self._progress())
                 else:
                     text = (finished.traceback or repr(finished.error)).rstrip()
                     self._fail(p, text + storage.filesystem_hint(text, p.output_path))
@@ -289,7 +330,7 @@ class _Run:
                          "and a rerun takes it over)")
         self.errors[p.versioned_name] = text
         self._set(p, "failed", error=text)
-        logger.error("failed %s: %s", p.versioned_name, last)
+        logger.error("failed %s: %s [%s]", p.versioned_name, last, self._progress())
 
     def _cached(self, p: PlannedStep) -> None:
         self._set(p, "cached", action="skip: cached")

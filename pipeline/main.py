@@ -1,7 +1,7 @@
 """`executor_main`: the command line of every experiment script.
 
     python experiments/exp1699_soda_all.py [--dry-run] [--prefix P] [--run-only REGEX ...]
-        [--force-run-failed BOOL] [--max-concurrent N] [--ray-address ADDR]
+        [--force-run-failed BOOL] [--max-concurrent N] [--ray-address ADDR] [--cluster FILE]
 
 The options are the fields of `ExecutorMainConfig`, parsed by draccus (so a YAML file works
 too, via --config_path). Hyphenated names, bare boolean flags and space-separated lists are
@@ -35,6 +35,9 @@ class ExecutorMainConfig:
     """Most steps of this experiment running at once (default: as many as Ray schedules)."""
     ray_address: Optional[str] = None
     """An existing Ray cluster (default: $RAY_ADDRESS, else an embedded local Ray)."""
+    cluster: Optional[str] = None
+    """A Ray cluster YAML whose node types every pending step must fit: a dry run lists (and exits 1 for)
+    steps that could never run there; a real run refuses them before anything starts."""
 
 
 def normalize_argv(argv: Sequence[str], cls: type = ExecutorMainConfig) -> list[str]:
@@ -75,19 +78,24 @@ def normalize_argv(argv: Sequence[str], cls: type = ExecutorMainConfig) -> list[
     return out
 
 
-def parse_main_config(argv: Optional[Sequence[str]] = None) -> ExecutorMainConfig:
+def parse_main_config(argv: Optional[Sequence[str]] = None, cls: type = ExecutorMainConfig) -> ExecutorMainConfig:
+    """Parse a command line into `cls`: ExecutorMainConfig or a subclass adding a project's own options."""
     import draccus
 
-    args = normalize_argv(sys.argv[1:] if argv is None else argv)
-    return draccus.parse(ExecutorMainConfig, args=args)
+    args = normalize_argv(sys.argv[1:] if argv is None else argv, cls)
+    return draccus.parse(cls, args=args)
 
 
 def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = None,
                   config: Optional[ExecutorMainConfig] = None, argv: Optional[Sequence[str]] = None,
-                  experiment_name: Optional[str] = None) -> int:
-    """Plan and run `steps` as the command line asks; exit non-zero naming failed steps."""
+                  experiment_name: Optional[str] = None, env: Optional[dict[str, str]] = None) -> int:
+    """Plan and run `steps` as the command line asks; exit non-zero naming failed steps.
+
+    `env`: environment variables every step's Ray task gets (on a cluster, workers do not inherit the
+    driver's environment)."""
     from pipeline.executor import Executor, ExecutorError
     from pipeline.experiment_log import default_prefix
+    from pipeline.placement import ClusterFileError
     from pipeline.plan import PlanError
 
     if config is None:
@@ -95,12 +103,16 @@ def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = No
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prefix = config.prefix or default_prefix()
     executor = Executor(prefix, experiment_name=experiment_name, description=description,
-                        ray_address=config.ray_address)
+                        ray_address=config.ray_address, env=env, cluster_file=config.cluster)
     try:
         result = executor.run(list(steps), dry_run=config.dry_run, run_only=config.run_only,
                               force_run_failed=config.force_run_failed, max_concurrent=config.max_concurrent)
-    except (ExecutorError, PlanError, OSError) as e:
+    except (ExecutorError, PlanError, OSError, ClusterFileError) as e:
         print(f"\n{e}", file=sys.stderr)
+        raise SystemExit(1)
+    if result.unplaceable:  # a dry run with --cluster: these steps would wait forever
+        print(f"\n{len(result.unplaceable)} step(s) can never run on the node types of {config.cluster}",
+              file=sys.stderr)
         raise SystemExit(1)
     if not config.dry_run:
         print(f"experiment log: {result.record_url[:-5]}.html (summary: soda log {result.record_url})")

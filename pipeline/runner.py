@@ -37,8 +37,9 @@ class Finished:
 
 
 class RayRunner:
-    def __init__(self, address: Optional[str] = None):
+    def __init__(self, address: Optional[str] = None, env: Optional[dict[str, str]] = None):
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
+        self.env = dict(env or {})  # environment variables of every step's task (and the tasks it starts)
         self._started_here = False
         self._remote = None
         self._submitted: dict[Any, tuple[str, int]] = {}  # handle -> (step, max_retries)
@@ -63,32 +64,40 @@ class RayRunner:
             self._started_here = True
         self._remote = ray.remote(_call_step)
 
-    def check_resources(self, name: str, resources: ResourceConfig) -> None:
-        """Refuse a step that no node of the cluster could ever run (unless the cluster autoscales)."""
+    def check_resources(self, name: str, resources: ResourceConfig, fn: Optional[Callable[[Any], Any]] = None,
+                        config: Any = None) -> None:
+        """Refuse a step that no node of the connected cluster could ever run: no live node, nor any node
+        group its autoscaler publishes, has all its resources (or, given `fn` and `config`, passes the
+        step function's `placement_problems` rule; see pipeline.placement).
+
+        An autoscaler that publishes no node groups (Ray's own `ray up` monitors do not) may add nodes,
+        but nothing says which, and a task no node fits waits forever: such steps are refused too, and
+        the error says to pass the cluster's YAML (`--cluster FILE`) so the check knows its node types.
+        $SODA_RAY_AUTOSCALING only says whether the cluster autoscales (see _cluster_can_grow), for
+        that advice; it no longer lets such steps through.
+        """
+        from pipeline.placement import node_types_from_live_cluster, placement_problems, wanted_resources
+
         self._ensure_started()
-        options = resources.ray_options()
-        wanted = dict(options.get("resources", {}))
-        wanted["CPU"] = resources.cpus
-        wanted["GPU"] = resources.gpus
-        if options.get("memory"):
-            wanted["memory"] = options["memory"]
-        wanted = {k: v for k, v in wanted.items() if v}
-        nodes = self._live_nodes()
-        if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
+        node_types = node_types_from_live_cluster(self._live_nodes())
+        problem = placement_problems([(name, fn, config, resources)], node_types).get(name)
+        if problem is None:
             return
+        wanted = wanted_resources(resources)
+        where = f"the Ray cluster at {self.address}" if self.address else "the local Ray"
         if self.address and self._can_grow is None:
             self._can_grow = _cluster_can_grow()
-        if self.address and self._can_grow:
-            logger.warning("step %s needs %s, which no node has now; the cluster's autoscaler may add one",
-                           name, _fmt(wanted))
-            return
-        have = "; ".join(_fmt({k: v for k, v in node.items() if not k.startswith("node:")
-                               and k not in ("object_store_memory",)}) for node in nodes) or "no live nodes"
-        where = f"the Ray cluster at {self.address}" if self.address else "the local Ray"
+        grows = ""
+        if self.address and self._can_grow and not any(t.source == "autoscaler" for t in node_types):
+            grows = (" The cluster's autoscaler may add nodes, but it publishes no node types, so nothing says it "
+                     "would ever add one that fits (the task would wait forever); pass --cluster <the cluster "
+                     "YAML it was started with> to check against its node types instead.")
+        if any(t.fits(wanted) for t in node_types):  # the resources are there; the step's own rule says no
+            raise RuntimeError(f"step {name!r} cannot run on any node of {where}: {problem}.{grows}")
         raise RuntimeError(
-            f"step {name!r} needs {_fmt(wanted)} on one node, but no node of {where} has that (nodes: {have}). "
-            "Run it on a cluster that has them (--ray-address / RAY_ADDRESS; set SODA_RAY_AUTOSCALING=1 if "
-            "that cluster adds nodes on demand) or lower the step's ResourceConfig."
+            f"step {name!r} needs {_fmt(wanted)} on one node, but no node of {where} has that: {problem}.{grows} "
+            "Run it on a cluster that has them (--ray-address / RAY_ADDRESS, with --cluster FILE for one that "
+            "adds nodes on demand) or lower the step's ResourceConfig."
         )
 
     def _live_nodes(self, max_age: float = 10.0) -> list[dict]:
@@ -115,6 +124,8 @@ class RayRunner:
         self._ensure_started()
         options = resources.ray_options()
         options["name"] = name
+        if self.env:
+            options["runtime_env"] = {"env_vars": dict(self.env)}
         handle = self._remote.options(**options).remote(fn, config, name)
         self._submitted[handle] = (name, resources.max_retries)
         return handle

@@ -136,6 +136,26 @@ def test_correlation_step(run_refs, tmp_path):
     assert summary["pearson"]["asr/wer"] == rows["asr/wer"]["pearson"]
 
 
+def test_correlation_of_unlabelled_runs_uses_their_training_flops(run_refs, tmp_path):
+    """The final SODA models have no IsoFLOP budget (RunRef budget 0): their own FLOPs stand in."""
+    import dataclasses
+
+    from steps.scaling.analysis import read_run
+
+    refs, _, final = run_refs
+    unlabelled = tuple(dataclasses.replace(r, budget=0.0) for r in refs[:4])
+    row, _, problem = read_run(unlabelled[0])
+    assert problem is None
+    assert row["budget"] == json.loads(Path(unlabelled[0].train, "summary.json").read_text())["training_flops"] > 0
+    out = tmp_path / "corr0"
+    run_correlation(CorrelationConfig(output_path=str(out), runs=unlabelled))
+    assert json.loads((out / "summary.json").read_text())["runs"] == 4
+    no_flops = tmp_path / "no-flops"
+    _dump(no_flops, {"params_total": 1, "params_nonembedding": 1, "tokens": 1})
+    with pytest.raises(RunsError, match="no budget given .* 'training_flops'"):
+        read_run(RunRef(budget=0.0, train=str(no_flops)))
+
+
 def test_correlation_from_csv(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("name,nll_asr_all,asr/wer,tts/sim\na,2.0,10,0.5\nb,2.5,12,\nc,3.0,15,0.4\nd,3.5,19,0.3\n")

@@ -137,6 +137,8 @@ def test_tiny_preset_trains_in_executor_and_resumes_after_kill9(prefix, base_tok
     assert summary["final_loss"] == losses[-1]
     assert summary["params_total"] > summary["params_nonembedding"] > 0
     assert summary["training_flops"] > 0
+    assert summary["jax_process_count"] == 1 and summary["hosts"] == 1 and summary["jax_backend"] == "cpu"
+    assert summary["jax_device_count"] >= 1 and summary["tpu"] is None
     assert summary["hf_export"] and os.path.isfile(os.path.join(summary["hf_export"], "config.json"))
     hf_config = json.loads(Path(summary["hf_export"], "config.json").read_text())
     assert hf_config["model_type"] == "qwen3" and hf_config["vocab_size"] == 16_840

@@ -46,7 +46,10 @@ NLL_METRIC = "nll_asr_all"
 
 @dataclass(frozen=True)
 class RunRef:
-    """One trained model: its IsoFLOP budget label, train output dir, eval output dirs by name."""
+    """One trained model: its IsoFLOP budget label, train output dir, eval output dirs by name.
+
+    `budget` 0 means "no grid label": the run's own training FLOPs (its summary.json) stand in, as
+    for the final SODA models, which correlations compare but no IsoFLOP fit reads."""
 
     budget: float
     train: str
@@ -117,7 +120,10 @@ def read_run(ref: RunRef, nll_task: str = NLL_TASK, nll_metric: str = NLL_METRIC
     for key in ("params_total", "params_nonembedding", "tokens"):
         if _number(train.get(key)) is None:
             raise RunsError(f"run {name}: {train_path} lacks a numeric {key!r}; it has {sorted(train)}")
-    row = {"name": name, "budget": ref.budget, "tokens": train["tokens"],
+    budget = ref.budget or _number(train.get("training_flops"))
+    if not budget:
+        raise RunsError(f"run {name}: no budget given and {train_path} has no numeric 'training_flops'")
+    row = {"name": name, "budget": budget, "tokens": train["tokens"],
            "params_total": train["params_total"], "params_nonembedding": train["params_nonembedding"],
            "training_flops": train.get("training_flops", ""), "loss": None}
     metrics: dict[str, float] = {}

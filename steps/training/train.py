@@ -198,7 +198,10 @@ def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optiona
     from steps.training.presets import levanter_config
     from steps.training.warm_start import levanter_config_from_hf
 
+    from steps.sharding import local_copy
+
     run_id = os.path.basename(config.output_path.rstrip("/"))
+    tokenizer = local_copy(config.tokenizer)  # Levanter and transformers read a tokenizer from real files
     # flat: the train split only, so a cache without a validation/ split is not an error
     components = {name: DatasetComponent(cache_dir=join(path, "train"), source=None, flat_cache=True,
                                          **_format_kwargs(config, name))
@@ -211,12 +214,13 @@ def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optiona
     )
     if isinstance(weights, dict):
         weights = {**{n: 0.0 for n in components}, **weights}
-    data = LmDataConfig(tokenizer=config.tokenizer, components=components, train_weights=weights,
+    data = LmDataConfig(tokenizer=tokenizer, components=components, train_weights=weights,
                         auto_build_caches=False, cache_dir=None)
     if warm_dir:
-        model = levanter_config_from_hf(warm_dir, plan.seq_len, config.tokenizer)
+        warm_dir = local_copy(warm_dir)
+        model = levanter_config_from_hf(warm_dir, plan.seq_len, tokenizer)
     else:
-        model = levanter_config(plan.shape, tokenizer=config.tokenizer)
+        model = levanter_config(plan.shape, tokenizer=tokenizer)
     keep = [dict(every=config.checkpoint_every_steps)] if config.checkpoint_every_steps else None
     minutes = config.checkpoint_every_minutes
     checkpointer = CheckpointerConfig(
@@ -264,21 +268,33 @@ def _ensure_offline_env(output: str) -> None:
         os.environ["MARIN_PREFIX"] = output if "://" in output else os.path.dirname(os.path.abspath(output))
 
 
-def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] = None) -> None:
-    """Run Levanter's train_lm for this process (one host of a slice, or the only process)."""
+def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] = None) -> dict[str, Any]:
+    """Run Levanter's train_lm for this process (one host of a slice, or the only process);
+    returns what JAX saw: process count and index, devices, backend."""
+    import jax
     from levanter.main.train_lm import main
 
     from steps.training.launch import distributed_settings_from_env
 
     _ensure_offline_env(config.output_path)
-    lm_config = build_train_lm_config(config, plan, warm_dir, distributed_settings_from_env())
+    distributed = distributed_settings_from_env()
+    if distributed:
+        # Cross-process collectives on CPU hosts need gloo (JAX's CPU default has none); TPU and
+        # GPU backends ignore this setting. It must be set before jax.distributed.initialize.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    lm_config = build_train_lm_config(config, plan, warm_dir, distributed)
     main(lm_config)
+    return {"jax_process_count": jax.process_count(), "jax_process_index": jax.process_index(),
+            "jax_device_count": jax.device_count(), "jax_local_device_count": jax.local_device_count(),
+            "jax_backend": jax.default_backend()}
 
 
 def _vocab_size(tokenizer: str) -> int:
     from transformers import AutoTokenizer
 
-    return len(AutoTokenizer.from_pretrained(tokenizer))
+    from steps.sharding import local_copy
+
+    return len(AutoTokenizer.from_pretrained(local_copy(tokenizer)))
 
 
 def _caches_say_plumbing(caches: dict[str, str]) -> bool:
@@ -310,11 +326,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     logger.info("train %s: %s, %d steps x %d x %d tokens, lr %.3g -> %s", plan.preset, plan.shape,
                 plan.num_steps, config.batch_size, plan.seq_len, plan.learning_rate, config.output_path)
     if config.tpu and launch.ray_is_up() and not launch.on_slice_host():
-        launch.run_on_slice(train_on_host, (config, plan, warm_dir), config.tpu,
-                            max_preemptions=config.max_preemptions)
+        hosts = launch.run_on_slice(train_on_host, (config, plan, warm_dir), config.tpu,
+                                    max_preemptions=config.max_preemptions)
     else:
-        train_on_host(config, plan, warm_dir)
-    return write_summary(config, plan)
+        hosts = [train_on_host(config, plan, warm_dir)]
+    return write_summary(config, plan, hosts)
 
 
 def _latest_hf_export(output: str) -> Optional[str]:
@@ -333,7 +349,16 @@ def _latest_hf_export(output: str) -> Optional[str]:
     return max(found)[1] if found else None
 
 
-def write_summary(config: TrainConfig, plan: Resolved) -> dict[str, Any]:
+def _jax_layout(config: TrainConfig, hosts: list[dict]) -> dict[str, Any]:
+    """How the last session ran: JAX processes, devices, backend, and the slice it asked for."""
+    first = hosts[0] if hosts else {}
+    return {"tpu": config.tpu, "hosts": len(hosts),
+            **{k: first.get(k) for k in ("jax_process_count", "jax_device_count", "jax_local_device_count",
+                                         "jax_backend")}}
+
+
+def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict]] = None) -> dict[str, Any]:
+    """`summary.json` of the run; `hosts` are train_on_host's reports, one per JAX process."""
     from steps.sharding import atomic_write_json, join
     from steps.training.metrics import METRICS_FILE, SESSIONS_FILE, read_jsonl
 
@@ -366,8 +391,16 @@ def write_summary(config: TrainConfig, plan: Resolved) -> dict[str, Any]:
         "hf_export": hf_dir,
         "warm_start": config.warm_start_hf,
         "plumbing_run": bool(config.plumbing_run or _caches_say_plumbing(config.caches)),
+        **_jax_layout(config, hosts or []),
     }
     atomic_write_json(join(config.output_path, "summary.json"), summary)
     logger.info("trained %s: %d steps, %.3g tokens, final loss %s -> %s", plan.preset, steps, tokens,
                 summary["final_loss"], config.output_path)
     return summary
+
+
+# Where the step can run (batch over the slice's devices, memory per device), asked by the executor
+# before anything starts; see steps/training/placement.py.
+from steps.training.placement import train_placement_problems  # noqa: E402
+
+train.placement_problems = train_placement_problems

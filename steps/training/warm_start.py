@@ -26,12 +26,12 @@ def prepare_warm_start(source: str, tokenizer_dir: str, out_dir: str) -> str:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from steps.sharding import atomic_write_bytes, atomic_write_json, exists, join
+    from steps.sharding import atomic_write_bytes, atomic_write_json, exists, join, local_copy
 
     if exists(join(out_dir, DONE_MARKER)):
         return out_dir
     ref = source[len("hf://"):] if source.startswith("hf://") else source
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(local_copy(tokenizer_dir))
     model = AutoModelForCausalLM.from_pretrained(ref, torch_dtype=torch.float32)
     if model.config.model_type != "qwen3":
         raise ValueError(f"warm start needs a Qwen3 checkpoint; {source!r} is a {model.config.model_type!r} model")
@@ -59,6 +59,9 @@ def levanter_config_from_hf(hf_dir: str, seq_len: int, tokenizer_dir: str):
     from levanter.models.qwen import Qwen3Config
     from transformers import AutoConfig
 
+    from steps.sharding import local_copy
+
+    hf_dir = local_copy(hf_dir)  # transformers and Levanter's converter read real files
     hf_config = AutoConfig.from_pretrained(hf_dir)
     config = Qwen3Config.from_hf_config(hf_config)
     return dataclasses.replace(config, max_seq_len=seq_len, tokenizer=tokenizer_dir,

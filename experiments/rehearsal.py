@@ -1,0 +1,153 @@
+"""The rehearsal scale: a production DAG shrunk to toy size, every step and edge kept.
+
+`soda rehearse SCRIPT` (infra/rehearse.py) runs an experiment script with `--rehearsal`; the
+scripts' shared main (experiments/main.py) then passes the declared steps through
+`rehearsal_dag`, which rewrites each step by its function (a registry, `RULES`), never by
+branches inside experiment scripts:
+
+- **training** (`steps.training.train.train`): the model becomes a tiny decoder of the same family
+  (Qwen3 shape, QK-norm, untied as declared, the full SODA vocabulary) whose width follows the
+  declared model's (width / 16, two layers); `train_steps` steps of `batch_size` x `seq_len`
+  tokens, a permanent checkpoint every `checkpoint_every_steps`, the HF export kept. The TPU slice
+  becomes the smallest multi-host slice of the same generation (`rehearsal_slice`: v5p-* -> v5p-16,
+  2 hosts of 4 chips), so training still goes through the per-host launch and JAX's multi-process
+  runtime.
+- **evaluation** (`steps.evaluate.evaluate`): at most `eval_examples` examples per task, short
+  generations, the random-weight Mimi (`kyutai/mimi` is on the Hub), and random-init TTS judges made
+  by one added step, `judges/random-init` (Whisper and WavLM are on the Hub too).
+- everything else (downloads, documents, the tokenizer, token caches, analyses) runs as declared.
+
+What stays real: every step function, every dependency, the object-store prefix, the data layouts
+(from the dataset mirror), the slice launch. What does not: model and data scale, hardware, the Hub.
+Every rewritten value is `versioned`, so a rehearsal's outputs never share a path with a real run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from eval.judges import RandomJudgesConfig, make_random_judges_step
+from pipeline import ExecutorStep, ResourceConfig, output_path_of, unversioned, versioned
+from pipeline.rewrite import rewrite_dag
+from steps.evaluate import evaluate
+from steps.training.accounting import ModelShape
+from steps.training.launch import slice_spec
+from steps.training.train import train
+
+
+@dataclass(frozen=True)
+class RehearsalScale:
+    """How small a rehearsal is. The defaults run exp1699 on 2 CPU cores in minutes."""
+
+    train_steps: int = 8
+    batch_size: int = 8  # divides the rehearsal slice's 8 devices
+    seq_len: int = 128
+    checkpoint_every_steps: int = 4  # a permanent checkpoint mid-run and the final one
+    width_divisor: int = 16
+    min_width: int = 32
+    layers: int = 2
+    eval_examples: int = 4
+    tts_max_new_tokens: int = 48
+    asr_max_new_tokens: int = 12
+    s2st_max_new_tokens: int = 48
+    min_hosts_per_slice: int = 2  # the JAX multi-process runtime needs at least two processes
+
+
+def rehearsal_slice(tpu_type: str, min_hosts: int = RehearsalScale.min_hosts_per_slice) -> str:
+    """The smallest slice of `tpu_type`'s generation with at least `min_hosts` hosts (v5p-256 -> v5p-16)."""
+    spec = slice_spec(tpu_type)
+    size = 1
+    while size <= 1 << 16:
+        candidate = f"{spec.generation}-{size}"
+        try:
+            if slice_spec(candidate).hosts >= min_hosts:
+                return candidate
+        except ValueError:  # no whole chip at this size
+            pass
+        size *= 2
+    raise ValueError(f"no slice of generation {spec.generation} has {min_hosts} hosts")
+
+
+def tiny_shape(shape: ModelShape, scale: RehearsalScale) -> ModelShape:
+    """A decoder of the same family as `shape`, `width_divisor` times narrower, `scale.layers` deep."""
+    hidden = max(scale.min_width, (shape.hidden // scale.width_divisor) // 16 * 16)
+    heads = 2
+    kv_heads = 1 if shape.kv_heads < shape.heads else heads  # grouped-query attention stays grouped
+    return ModelShape(hidden=hidden, intermediate=3 * hidden, layers=scale.layers, heads=heads, kv_heads=kv_heads,
+                      head_dim=hidden // heads, seq_len=scale.seq_len, vocab_size=shape.vocab_size,
+                      tied_embeddings=shape.tied_embeddings, qk_norm=shape.qk_norm)
+
+
+def _declared_shape(config) -> Optional[ModelShape]:
+    from steps.training.presets import get_preset
+
+    shape = unversioned(config.shape)
+    if shape is not None:
+        return shape
+    if unversioned(config.warm_start_hf):
+        return None
+    return get_preset(unversioned(config.preset)).shape
+
+
+class _Rewriter:
+    """The rules, sharing the steps a rehearsal adds (the random judges)."""
+
+    def __init__(self, scale: RehearsalScale):
+        self.scale = scale
+        self._judges: Optional[ExecutorStep] = None
+
+    def judges(self) -> ExecutorStep:
+        if self._judges is None:
+            self._judges = ExecutorStep(
+                name="judges/random-init", fn=make_random_judges_step, config=RandomJudgesConfig(seed=versioned(0)),
+                description="random-init Whisper and WavLM judges (rehearsal: the real judges are on the Hub)")
+        return self._judges
+
+    def train(self, step: ExecutorStep) -> ExecutorStep:
+        s, config = self.scale, step.config
+        shape = _declared_shape(config)
+        if shape is None:
+            raise ValueError(f"rehearsal: {step.name} warm-starts from {unversioned(config.warm_start_hf)!r}, "
+                             "which the rehearsal scale has no tiny stand-in for yet")
+        tpu = rehearsal_slice(config.tpu, s.min_hosts_per_slice) if config.tpu else None
+        config = dataclasses.replace(
+            config, shape=versioned(tiny_shape(shape, s)), seq_len=versioned(s.seq_len),
+            batch_size=versioned(s.batch_size), num_steps=versioned(s.train_steps), token_budget=versioned(None),
+            tpu=tpu, require_accelerator=False,  # the rehearsal's hosts are CPUs
+            checkpoint_every_steps=s.checkpoint_every_steps, checkpoint_every_minutes=None,
+            steps_per_eval=10 * s.train_steps)
+        resources = step.resources or ResourceConfig()
+        resources = dataclasses.replace(resources, tpu=tpu) if tpu else resources
+        return dataclasses.replace(step, config=config, resources=resources,
+                                   description=f"[rehearsal] {step.description or step.name}")
+
+    def evaluate(self, step: ExecutorStep) -> ExecutorStep:
+        s = self.scale
+        judges = self.judges()
+        config = dataclasses.replace(
+            step.config, max_examples=versioned(s.eval_examples), mimi_model=versioned("random"),
+            tts_asr_judge=output_path_of(judges, "random-whisper"), tts_sim_judge=output_path_of(judges, "random-wavlm-sv"),
+            whisper_normalizer=None, tts_max_new_tokens=versioned(s.tts_max_new_tokens),
+            asr_max_new_tokens=versioned(s.asr_max_new_tokens), s2st_max_new_tokens=versioned(s.s2st_max_new_tokens),
+            plumbing_run=versioned(True))
+        return dataclasses.replace(step, config=config, description=f"[rehearsal] {step.description or step.name}")
+
+
+# step function -> the rule that shrinks it (a registry, not an if-chain over names)
+RULES: dict[Callable, Callable[[_Rewriter, ExecutorStep], ExecutorStep]] = {
+    train: _Rewriter.train,
+    evaluate: _Rewriter.evaluate,
+}
+
+
+def rehearsal_dag(steps: Sequence[ExecutorStep], scale: RehearsalScale = RehearsalScale()) -> list[ExecutorStep]:
+    """The DAG under `steps` at rehearsal scale (see the module docstring)."""
+    rewriter = _Rewriter(scale)
+
+    def rule(step: ExecutorStep) -> ExecutorStep:
+        shrink = RULES.get(step.fn)
+        return shrink(rewriter, step) if shrink else step
+
+    return rewrite_dag(steps, rule)
