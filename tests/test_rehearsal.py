@@ -243,3 +243,13 @@ def test_soda_rehearse_exp1699_end_to_end(tmp_path):
     assert (root / "analysis").glob("soda-correlations-*/correlations.json")
     assert list(root.glob("experiments/exp1699_soda_all-*.html"))
     assert "[" in done.stdout and "steps done" in done.stdout  # progress while it ran
+
+
+def test_slow_tests_past_ci_deadline_are_skipped_not_run():
+    """CI's budget (SODA_SLOW_DEADLINE, tests/conftest.py): a slow test due after it is skipped at once."""
+    env = dict(os.environ, SODA_RUN_SLOW="1", SODA_SLOW_DEADLINE="0")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                           "tests/test_rehearsal.py::test_soda_rehearse_exp1699_end_to_end"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "1 skipped" in done.stdout and "SODA_SLOW_DEADLINE" in done.stdout
