@@ -234,6 +234,24 @@ def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size,
         slice_spec(tpu)
 
 
+def slice_for_batch(batch: int, largest: str) -> str:
+    """`largest`, or the largest smaller slice of its generation whose JAX devices divide `batch`, so the
+    batch splits evenly (a batch of 8 cannot be spread over a v5p-32's 16 devices; a v5p-16 has 8)."""
+    from pipeline.node_types import tpu_slice
+
+    spec = tpu_slice(largest)
+    size = int(largest.rsplit("-", 1)[1])
+    while size >= 1:
+        candidate = f"{spec.generation}-{size}"
+        try:
+            if batch % tpu_slice(candidate).devices == 0:
+                return candidate
+        except ValueError:  # no whole chip at this size
+            break
+        size //= 2
+    raise ValueError(f"no {spec.generation} slice up to {largest} has a device count dividing batch {batch}")
+
+
 def _versioned(value):
     """versioned(value), unless the caller already marked it."""
     from pipeline import VersionedValue

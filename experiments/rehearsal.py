@@ -12,10 +12,23 @@ branches inside experiment scripts:
   becomes the smallest multi-host slice of the same generation (`rehearsal_slice`: v5p-* -> v5p-16,
   2 hosts of 4 chips), so training still goes through the per-host launch and JAX's multi-process
   runtime.
+- **fine-tuning** (`steps.training.finetune.finetune`): the recipe's batch and steps as for training,
+  sequences of `finetune_seq_len` (S2ST documents hold both sides' audio), the rehearsal slice.
+- **Mimi encoding** (`steps.encode.encode_speech`, the S2ST SFT data): the random-weight Mimi, and SFT
+  documents of at most `finetune_seq_len` tokens.
 - **evaluation** (`steps.evaluate.evaluate`): at most `eval_examples` examples per task, short
   generations, the random-weight Mimi (`kyutai/mimi` is on the Hub), and random-init TTS judges made
   by one added step, `judges/random-init` (Whisper and WavLM are on the Hub too).
-- everything else (downloads, documents, the tokenizer, token caches, analyses) runs as declared.
+- **Hub models** as a tokenizer's base or a warm start's checkpoint (`Qwen/Qwen3-0.6B-Base`): one
+  added step per model id, `hub/<id>`, writes a tiny random Qwen3 checkpoint with a Qwen-style
+  tokenizer in the Hub's layout (steps.stand_ins); the tokenizer build and the warm start read it
+  as they would the real one. A warm-started run keeps the stand-in's own (tiny) shape.
+- **sweeps** (`run_scaling_analysis`, `run_correlation`): of the runs that carry an IsoFLOP budget, each
+  budget keeps `sweep_points_per_budget` of its points, the middle ones of its width range, so every
+  budget and every kind of step stays while most grid points (and their evaluations) drop out of the
+  DAG. Runs without a budget label (the final models) are all kept. With one point per budget the
+  fits have no parabola: the analysis records Approach 2 as not fitted and fits Approach 3.
+- everything else (downloads, documents, the tokenizer, token caches) runs as declared.
 
 What stays real: every step function, every dependency, the object-store prefix, the data layouts
 (from the dataset mirror), the slice launch. What does not: model and data scale, hardware, the Hub.
@@ -31,10 +44,16 @@ from typing import Callable, Optional, Sequence
 from eval.judges import RandomJudgesConfig, make_random_judges_step
 from pipeline import ExecutorStep, ResourceConfig, output_path_of, unversioned, versioned
 from pipeline.rewrite import rewrite_dag
+from steps.encode import encode_speech
 from steps.evaluate import evaluate
+from steps.s2st.sft_data import build_s2st_sft_data
+from steps.scaling.analysis import run_correlation, run_scaling_analysis
 from steps.training.accounting import ModelShape
 from steps.training.launch import slice_spec
+from steps.stand_ins import StandInCheckpointConfig, stand_in_checkpoint_step
+from steps.training.finetune import finetune
 from steps.training.train import train
+from tokenizer.build import LLAMA3, build_tokenizer_step
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,8 @@ class RehearsalScale:
     asr_max_new_tokens: int = 12
     s2st_max_new_tokens: int = 48
     min_hosts_per_slice: int = 2  # the JAX multi-process runtime needs at least two processes
+    sweep_points_per_budget: int = 1
+    finetune_seq_len: int = 1024
 
 
 def rehearsal_slice(tpu_type: str, min_hosts: int = RehearsalScale.min_hosts_per_slice) -> str:
@@ -97,6 +118,17 @@ class _Rewriter:
     def __init__(self, scale: RehearsalScale):
         self.scale = scale
         self._judges: Optional[ExecutorStep] = None
+        self._stand_ins: dict[str, ExecutorStep] = {}
+
+    def stand_in(self, hub_id: str) -> ExecutorStep:
+        """The added step standing in for Hub model `hub_id` (one per id)."""
+        hub_id = hub_id[len("hf://"):] if hub_id.startswith("hf://") else hub_id
+        if hub_id not in self._stand_ins:
+            self._stand_ins[hub_id] = ExecutorStep(
+                name=f"hub/{hub_id.replace('/', '--')}", fn=stand_in_checkpoint_step,
+                config=StandInCheckpointConfig(stands_for=versioned(hub_id), seed=versioned(0)),
+                description=f"a tiny random Qwen3 standing in for {hub_id} (rehearsal: the Hub is not reachable)")
+        return self._stand_ins[hub_id]
 
     def judges(self) -> ExecutorStep:
         if self._judges is None:
@@ -108,12 +140,15 @@ class _Rewriter:
     def train(self, step: ExecutorStep) -> ExecutorStep:
         s, config = self.scale, step.config
         shape = _declared_shape(config)
-        if shape is None:
-            raise ValueError(f"rehearsal: {step.name} warm-starts from {unversioned(config.warm_start_hf)!r}, "
-                             "which the rehearsal scale has no tiny stand-in for yet")
+        warm = unversioned(config.warm_start_hf)
+        if shape is None:  # a warm start: the stand-in checkpoint is tiny already, and its shape is the model's
+            config = dataclasses.replace(config, warm_start_hf=output_path_of(self.stand_in(warm)) if _on_hub(warm)
+                                         else config.warm_start_hf)
+        else:
+            config = dataclasses.replace(config, shape=versioned(tiny_shape(shape, s)))
         tpu = rehearsal_slice(config.tpu, s.min_hosts_per_slice) if config.tpu else None
         config = dataclasses.replace(
-            config, shape=versioned(tiny_shape(shape, s)), seq_len=versioned(s.seq_len),
+            config, seq_len=versioned(s.seq_len),
             batch_size=versioned(s.batch_size), num_steps=versioned(s.train_steps), token_budget=versioned(None),
             tpu=tpu, require_accelerator=False,  # the rehearsal's hosts are CPUs
             checkpoint_every_steps=s.checkpoint_every_steps, checkpoint_every_minutes=None,
@@ -135,10 +170,73 @@ class _Rewriter:
         return dataclasses.replace(step, config=config, description=f"[rehearsal] {step.description or step.name}")
 
 
+    def finetune(self, step: ExecutorStep) -> ExecutorStep:
+        s, config = self.scale, step.config
+        recipe = dataclasses.replace(unversioned(config.recipe), batch_size=s.batch_size, num_steps=s.train_steps,
+                                     seq_len=s.finetune_seq_len)
+        tpu = rehearsal_slice(config.tpu, s.min_hosts_per_slice) if config.tpu else None
+        config = dataclasses.replace(config, recipe=versioned(recipe), tpu=tpu, require_accelerator=False,
+                                     checkpoint_every_steps=s.checkpoint_every_steps, checkpoint_every_minutes=None,
+                                     steps_per_eval=10 * s.train_steps)
+        resources = step.resources or ResourceConfig()
+        resources = dataclasses.replace(resources, tpu=tpu) if tpu else resources
+        return dataclasses.replace(step, config=config, resources=resources,
+                                   description=f"[rehearsal] {step.description or step.name}")
+
+    def mimi(self, step: ExecutorStep) -> ExecutorStep:
+        changes = {"mimi_model": versioned("random")}
+        if hasattr(step.config, "max_document_tokens"):  # SFT documents must fit the fine-tune's sequences
+            changes["max_document_tokens"] = versioned(self.scale.finetune_seq_len)
+        return dataclasses.replace(step, config=dataclasses.replace(step.config, **changes),
+                                   description=f"[rehearsal] {step.description or step.name}")
+
+    def tokenizer(self, step: ExecutorStep) -> ExecutorStep:
+        base = unversioned(step.config.base)
+        if not _on_hub(base):
+            return step
+        return dataclasses.replace(step, config=dataclasses.replace(step.config, base=output_path_of(self.stand_in(base))),
+                                   description=f"[rehearsal] {step.description or step.name}")
+
+    def sweep(self, step: ExecutorStep) -> ExecutorStep:
+        runs = sweep_points(step.config.runs, self.scale.sweep_points_per_budget)
+        return dataclasses.replace(step, config=dataclasses.replace(step.config, runs=runs))
+
+
+def _on_hub(ref) -> bool:
+    """Whether `ref` names a Hub model (`org/name`, `hf://org/name`) rather than a path or an output."""
+    import os
+
+    if not isinstance(ref, str) or ref == LLAMA3:
+        return False
+    if ref.startswith("hf://"):
+        return True
+    return "://" not in ref and not ref.startswith(("/", ".")) and ref.count("/") == 1 and not os.path.exists(ref)
+
+
+def sweep_points(runs: Sequence, per_budget: int) -> tuple:
+    """The runs a rehearsal keeps: every run without a budget label, and of each budget's runs (in
+    declared order, i.e. by width) the `per_budget` in the middle."""
+    by_budget: dict[float, list] = {}
+    for run in runs:
+        if run.budget:
+            by_budget.setdefault(run.budget, []).append(run)
+    kept = set()
+    for group in by_budget.values():
+        start = max(0, (len(group) - per_budget) // 2)
+        kept.update(id(run) for run in group[start:start + per_budget])
+    return tuple(run for run in runs if not run.budget or id(run) in kept)
+
+
 # step function -> the rule that shrinks it (a registry, not an if-chain over names)
 RULES: dict[Callable, Callable[[_Rewriter, ExecutorStep], ExecutorStep]] = {
     train: _Rewriter.train,
     evaluate: _Rewriter.evaluate,
+    finetune: _Rewriter.finetune,
+    encode_speech: _Rewriter.mimi,
+    build_s2st_sft_data: _Rewriter.mimi,
+    build_tokenizer_step: _Rewriter.tokenizer,
+    run_scaling_analysis: _Rewriter.sweep,
+    run_correlation: _Rewriter.sweep,
 }
 
 

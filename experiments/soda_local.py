@@ -22,7 +22,7 @@ model's FLOPs. Evaluations: validation NLL (the fits' loss) and sBLIMP, ASR and 
 correlations) on every model; the full task list on the middle-budget middle-width model.
 After a few dozen steps the smallest model usually wins every budget, so the runs do not bracket
 a loss minimum and Approach 2 is undefined: the fits step then says so in its summary and fits
-Approach 3 only (local_scaling_analysis). Measured: 8 to 12 minutes (68 steps) from an empty prefix
+Approach 3 only (steps.scaling.fit). Measured: 8 to 12 minutes (68 steps) from an empty prefix
 on 2 CPU cores; a rerun is all cached in under a second.
 """
 
@@ -59,46 +59,6 @@ LOCAL_GRID = IsoFlopGridConfig(budgets=(2e11, 4e11, 8e11), min_width=32, max_wid
 EVERY_MODEL_TASKS = ("validation_nll", "sblimp", "asr", "tts")
 ALL_TASKS = ("sblimp", "swuggy", "salmon", "tblimp", "twuggy", "storycloze_spoken", "storycloze_text",
              "hellaswag", "asr", "tts", "validation_nll")
-
-
-def local_scaling_analysis(config: ScalingAnalysisConfig) -> None:
-    """The scaling analysis; when a budget's runs do not bracket a loss minimum (usual for models of a
-    few dozen CPU steps, where the smallest model wins every budget) Approach 2 is undefined, so this
-    records why and still fits Approach 3 (with bootstrap intervals) and draws its predictions."""
-    import json
-
-    from steps.scaling import plots
-    from steps.scaling.analysis import _runs_from_refs
-    from steps.scaling.approach3 import bootstrap_parametric, fit_parametric, parametric_intervals
-    from steps.scaling.runs import RunsError, runs_to_csv
-
-    try:
-        return run_scaling_analysis(config)
-    except RunsError as err:
-        if "bracket the optimum" not in str(err):
-            raise
-        reason = str(err)
-    out = config.output_path.rstrip("/")
-    runs, skipped, _ = _runs_from_refs(config.runs, config.params, config.nll_task, config.nll_metric,
-                                       "scaling-analysis runs")
-    a3 = fit_parametric(runs.params, runs.tokens, runs.loss, delta=config.huber_delta)
-    thetas = bootstrap_parametric(runs.params, runs.tokens, runs.loss, a3, resamples=config.bootstrap,
-                                  seed=config.seed, delta=config.huber_delta)
-    approach3 = {**a3.law.as_dict(), "objective": a3.objective, "huber_delta": config.huber_delta,
-                 "intervals": {"level": config.level, "resamples": config.bootstrap,
-                               **parametric_intervals(thetas, config.level)}}
-    approach2 = {"error": reason}
-    fits = {"runs": len(runs), "budgets": runs.budgets(), "params_kind": config.params,
-            "approach2": approach2, "approach3": approach3}
-    plots.write_bytes(f"{out}/fits.json", json.dumps(fits, indent=2).encode())
-    plots.write_bytes(f"{out}/runs.csv", runs_to_csv(runs, []).encode())
-    written = plots.plot_loss_predictions(a3.law, runs, out, config.predict_ks)
-    summary = {"runs": len(runs), "budgets": fits["budgets"], "params_kind": config.params, "skipped": skipped,
-               "approach2": approach2, "approach2_error": reason,
-               "approach3": {k: approach3[k] for k in ("E", "A", "B", "alpha", "beta", "n_exponent", "d_exponent")},
-               "intervals": {"approach2": None, "approach3": approach3["intervals"]},
-               "files": ["fits.json", "runs.csv", *(p.rsplit("/", 1)[-1] for p in written)]}
-    plots.write_bytes(f"{out}/summary.json", json.dumps(summary, indent=2).encode())
 
 
 def local_eval(task: str, model: ExecutorStep, data: ExecutorStep, judges: ExecutorStep,
@@ -153,7 +113,7 @@ def build_steps() -> list[ExecutorStep]:
                            evals={task: output_path_of(step) for task, step in evals.items()
                                   if task in EVERY_MODEL_TASKS}))
     fits = ExecutorStep(
-        name="analysis/local-isoflop-scaling-laws", fn=local_scaling_analysis,
+        name="analysis/local-isoflop-scaling-laws", fn=run_scaling_analysis,
         config=ScalingAnalysisConfig(output_path=this_output_path(), runs=tuple(runs), bootstrap=versioned(100)),
         description="Approach 2 and 3 fits of the fixture validation NLL over the mini sweep (plumbing)",
     )

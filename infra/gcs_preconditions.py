@@ -45,6 +45,17 @@ def _object_of(path: str, query: dict[str, list[str]]) -> Optional[tuple[str, st
     return None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that hung up (a killed worker, a closed keep-alive connection) is not an error."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class PreconditionProxy:
     def __init__(self, backend_port: int, port: int):
         self.backend_port, self.port = backend_port, port
@@ -149,8 +160,7 @@ class PreconditionProxy:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="gcs-precondition-proxy", daemon=True)
         self._thread.start()
         return self

@@ -1,6 +1,7 @@
 """`soda rehearse SCRIPT`: a production experiment script, end to end, at toy scale, on this machine.
 
     soda rehearse experiments/exp1699_soda_all.py [--out DIR] [--data-mirror URL] [--cluster FILE]
+                                                  [--run-only REGEX ...]
 
 What it does, in order:
 1. **Placement.** The script's production DAG, untouched, is checked against the cluster file
@@ -67,6 +68,7 @@ class Outcome:
     succeeded: int = 0
     cached: int = 0
     failed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # failed step -> its traceback, as recorded
     blocked: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # placement, launch or storage findings
 
@@ -167,11 +169,12 @@ def read_outcome(outcome: Outcome, experiment: str) -> None:
         outcome.problems.append(f"no experiment record under {outcome.prefix}/experiments: the script did not "
                                 "reach its executor (see the log)")
         return
-    states = record["runs"][-1]["steps"]
-    outcome.steps = len(record["steps"])
+    states = {n: s for n, s in record["runs"][-1]["steps"].items() if s.get("status") != "not selected"}
+    outcome.steps = len(states)
     outcome.succeeded = sum(1 for s in states.values() if s.get("status") == "succeeded")
     outcome.cached = sum(1 for s in states.values() if s.get("status") == "cached")
     outcome.failed = sorted(n for n, s in states.items() if s.get("status") == "failed")
+    outcome.errors = {n: states[n].get("error") or "" for n in outcome.failed}
     outcome.blocked = sorted(n for n, s in states.items() if s.get("status") in ("blocked", "interrupted", "pending",
                                                                                "running"))
     for name, step in record["steps"].items():
@@ -206,7 +209,8 @@ def local_fallbacks(*roots: str) -> list[str]:
 
 
 def rehearse(script: str, out: Optional[str] = None, data_mirror: Optional[str] = None,
-             cluster_file: str = DEFAULT_CLUSTER, timeout: float = 3600, max_cpus: float = 2) -> Outcome:
+             cluster_file: str = DEFAULT_CLUSTER, timeout: float = 3600, max_cpus: float = 2,
+             run_only: Optional[list[str]] = None) -> Outcome:
     from infra.gcs_emulator import GcsEmulator
     from infra.local_cluster import LocalCluster
     from steps.dataset_lock import LOCK_ENV
@@ -234,7 +238,7 @@ def rehearse(script: str, out: Optional[str] = None, data_mirror: Optional[str] 
                 driver = os.path.join(work, "driver")
                 os.makedirs(driver)
                 cmd = [sys.executable, script, "--prefix", prefix, "--rehearsal", "--ray-address", cluster.address,
-                       "--data-mirror", mirror]
+                       "--data-mirror", mirror, *(["--run-only", *run_only] if run_only else [])]
                 code = _run(cmd, _script_env({**gcs.environment(), LOCK_ENV: lock, MIRROR_ENV: mirror}), driver,
                             os.path.join(work, "run.log"), timeout, start)
                 read_outcome(outcome, experiment)
@@ -277,7 +281,8 @@ def _mirror(gcs, data_mirror: Optional[str], work: str) -> tuple[str, str]:
 
 def _report(outcome: Outcome, work: str, seconds: float) -> None:
     for name in outcome.failed:
-        print(f"  FAILED {name}", flush=True)
+        tail = [line for line in outcome.errors.get(name, "").strip().splitlines() if line.strip()][-12:]
+        print(f"  FAILED {name}:\n      " + "\n      ".join(tail), flush=True)
     for name in outcome.blocked:
         print(f"  not run: {name}", flush=True)
     for problem in outcome.problems:
@@ -297,10 +302,12 @@ def cli_main(argv: list[str]) -> int:
                         "(default: soda make-mirror's, in the emulated bucket)")
     parser.add_argument("--cluster", default=DEFAULT_CLUSTER, help="the Ray cluster file to mirror and place against")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before the run is stopped")
+    parser.add_argument("--run-only", nargs="+", default=None, metavar="REGEX",
+                        help="rehearse only the steps whose names match, and their dependencies")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.script):
         print(f"soda rehearse: no such script: {args.script}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
-    outcome = rehearse(args.script, args.out, args.data_mirror, args.cluster, args.timeout)
+    outcome = rehearse(args.script, args.out, args.data_mirror, args.cluster, args.timeout, run_only=args.run_only)
     return 0 if outcome.ok else 1

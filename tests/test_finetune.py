@@ -48,7 +48,7 @@ def test_supervised_components_use_levanters_supervised_format(tmp_path):
         build_train_lm_config(bad, resolve(bad, vocab_size=16_840))
 
 
-def test_init_resolution_hf_dir_or_an_already_converted_checkpoint(tmp_path, monkeypatch):
+def test_init_resolution_hf_dir_export_or_an_already_converted_checkpoint(tmp_path, monkeypatch):
     import eval.model
     from steps.training.finetune import init_hf_dir
 
@@ -59,12 +59,24 @@ def test_init_resolution_hf_dir_or_an_already_converted_checkpoint(tmp_path, mon
     assert init_hf_dir(cfg) == (str(hf), "hf")
 
     # a train output whose model a first attempt already converted: a rerun converts nothing
+    import steps.training.finetune as finetune_module
+
     (tmp_path / "out" / "warm_start").mkdir(parents=True)
     (tmp_path / "out" / "warm_start" / "warm_start.done.json").write_text("{}")
-    monkeypatch.setattr(eval.model, "LevanterLM", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(finetune_module, "_export_on_cpu", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(eval.model, "LevanterLM", lambda *a, **k: pytest.fail("JAX in the launching process"))
     cfg = FinetuneConfig(init_from=str(tmp_path / "pretrain"), data="/x", tokenizer="/x",
                          output_path=str(tmp_path / "out"))
     assert init_hf_dir(cfg) == (str(tmp_path / "out" / "warm_start"), "levanter")
+
+    # a train output with its final HF export: that export is the init, nothing is converted
+    pretrain = tmp_path / "pretrain-exported"
+    for step in ("step-3", "step-7"):
+        (pretrain / "hf" / step).mkdir(parents=True)
+        (pretrain / "hf" / step / "config.json").write_text("{}")
+    (pretrain / "summary.json").write_text("{}")
+    cfg = FinetuneConfig(init_from=str(pretrain), data="/x", tokenizer="/x", output_path=str(tmp_path / "out2"))
+    assert init_hf_dir(cfg) == (str(pretrain / "hf" / "step-7"), "hf-export")
 
 
 # ---- the real thing, on the tiny model ------------------------------------------------------

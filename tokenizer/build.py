@@ -120,11 +120,16 @@ def local_llama3_tokenizer_dir(cache_dir: Optional[str] = None) -> str:
 
 
 def resolve_base(base: str) -> str:
-    """`llama3` -> the offline Llama 3 directory; `hf://org/name` -> `org/name`; else as given."""
+    """`llama3` -> the offline Llama 3 directory; `hf://org/name` -> `org/name`; an object-store
+    directory (gs://...) -> a local copy of it; else as given (a local directory or an HF id)."""
     if base == LLAMA3:
         return local_llama3_tokenizer_dir()
     if base.startswith("hf://"):
         return base[len("hf://") :]
+    if "://" in base:
+        from steps.sharding import local_copy
+
+        return local_copy(base)
     return base
 
 

@@ -190,21 +190,25 @@ def run_scaling_analysis(config: ScalingAnalysisConfig) -> None:
     plots.write_bytes(f"{out}/fits.json", json.dumps(fits, indent=2).encode())
     extra = sorted({k for e in runs.extra for k in e if k != "name"})
     plots.write_bytes(f"{out}/runs.csv", runs_to_csv(runs, extra).encode())
-    written = [*plots.plot_isoflop_curves(runs, fits["approach2"], out),
-               *plots.plot_optimal_allocation(fits["approach2"], out, config.extrapolate_to),
-               *plots.plot_loss_predictions(law, runs, out, config.predict_ks, final)]
     a2, a3 = fits["approach2"], fits["approach3"]
+    a2_error = a2.get("error")
+    written = [] if a2_error else [*plots.plot_isoflop_curves(runs, a2, out),
+                                   *plots.plot_optimal_allocation(a2, out, config.extrapolate_to)]
+    written += plots.plot_loss_predictions(law, runs, out, config.predict_ks, final)
     summary = {
         "runs": len(runs), "budgets": fits["budgets"], "params_kind": config.params, "skipped": skipped,
-        "approach2": {k: a2[k] for k in ("n_exponent", "n_coefficient", "d_exponent", "d_coefficient")},
+        "approach2": a2 if a2_error else {k: a2[k] for k in ("n_exponent", "n_coefficient", "d_exponent",
+                                                                 "d_coefficient")},
         "approach3": {k: a3[k] for k in ("E", "A", "B", "alpha", "beta", "n_exponent", "d_exponent")},
         "intervals": {"approach2": a2.get("intervals"), "approach3": a3.get("intervals")},
         "files": ["fits.json", "runs.csv", *(p.rsplit("/", 1)[-1] for p in written)],
+        **({"approach2_error": a2_error} if a2_error else {}),
     }
     plots.write_bytes(f"{out}/summary.json", json.dumps(summary, indent=2).encode())
-    logger.info("scaling analysis of %d runs (%d skipped): N* ~ C^%.3f, D* ~ C^%.3f (approach 2); "
-                "alpha %.3f, beta %.3f (approach 3) -> %s", len(runs), len(skipped), a2["n_exponent"],
-                a2["d_exponent"], a3["alpha"], a3["beta"], out)
+    shown = (f"approach 2 not fitted ({a2_error})" if a2_error else
+             f"N* ~ C^{a2['n_exponent']:.3f}, D* ~ C^{a2['d_exponent']:.3f} (approach 2)")
+    logger.info("scaling analysis of %d runs (%d skipped): %s; alpha %.3f, beta %.3f (approach 3) -> %s",
+                len(runs), len(skipped), shown, a3["alpha"], a3["beta"], out)
 
 
 def _table_from_csv(path: str, nll_metric: str) -> dict[str, dict[str, float]]:

@@ -9,7 +9,9 @@ records which). Output (JSON with --json, else a short report):
 
 - `approach2`: per-budget parabola minima (`per_budget`), `n_exponent`, `n_coefficient`,
   `d_exponent`, `d_coefficient` of N* = k C^b, D* = k C^b with C = the budget column, and
-  bootstrap `intervals` (steps/scaling/approach2.py);
+  bootstrap `intervals` (steps/scaling/approach2.py); or `{"error": why}` when the runs cannot
+  give it (fewer than 3 sizes at a budget, or a budget whose runs do not bracket a minimum: short
+  runs, off-centre sampling), in which case Approach 3 is still fitted;
 - `approach3`: `E`, `A`, `B`, `alpha`, `beta`, `n_exponent` = beta/(alpha+beta),
   `d_exponent` = alpha/(alpha+beta), `objective`, bootstrap `intervals` (approach3.py);
 - `predictions`: for --predict N,D the Approach 3 loss; for --predict-k C,K the over-trained
@@ -54,7 +56,11 @@ def fit_scaling(runs: Runs, *, params_kind: str = "nonembedding", bootstrap: int
         raise RunsError(f"{runs.source}: {len(runs)} runs; Approach 3 fits 5 parameters and needs "
                         f"at least {MIN_RUNS_APPROACH3}")
     t0 = time.perf_counter()
-    a2 = fit_approach2(runs, delta=parabola_delta, bootstrap=bootstrap, seed=seed, level=level)
+    try:
+        approach2 = fit_approach2(runs, delta=parabola_delta, bootstrap=bootstrap, seed=seed, level=level).as_dict()
+    except RunsError as e:  # the parabolas are undefined for these runs; Approach 3 does not need them
+        approach2 = {"error": str(e)}
+        logger.warning("Approach 2 not fitted: %s", e)
     t1 = time.perf_counter()
     a3 = fit_parametric(runs.params, runs.tokens, runs.loss, delta=huber_delta, starts=starts)
     approach3 = {**a3.law.as_dict(), "objective": a3.objective, "huber_delta": huber_delta,
@@ -69,7 +75,7 @@ def fit_scaling(runs: Runs, *, params_kind: str = "nonembedding", bootstrap: int
                 len(runs), t1 - t0, a3.n_starts, bootstrap, t2 - t1)
     return {"runs": len(runs), "budgets": runs.budgets(), "params_kind": params_kind,
             "compute": "budget column (Approach 2); 6ND in the fit's N (Approach 3 allocation)",
-            "approach2": a2.as_dict(), "approach3": approach3}
+            "approach2": approach2, "approach3": approach3}
 
 
 def law_from_fit(fits: dict) -> ParametricLaw:
@@ -104,7 +110,7 @@ def _report(fits: dict) -> str:
     lines = [f"{fits['runs']} runs at {len(fits['budgets'])} budgets (N = {fits['params_kind']} params)", "",
              "Approach 2 (IsoFLOP parabolas):",
              f"  {'budget':>9}  {'runs':>4}  {'N*':>10}  {'D*':>10}  {'loss':>7}"]
-    for m in a2["per_budget"]:
+    for m in a2.get("per_budget", []):
         flag = "  (extrapolated)" if m["extrapolated"] else ""
         lines.append(f"  {m['budget']:9.2e}  {m['n_runs']:4d}  {m['n_opt']:10.3e}  {m['d_opt']:10.3e}"
                      f"  {m['loss_at_n_opt']:7.4f}{flag}")
@@ -113,9 +119,10 @@ def _report(fits: dict) -> str:
     def ci(iv, key):
         return f"  [{iv[key][0]:.3f}, {iv[key][1]:.3f}]" if iv.get(key) else ""
 
-    lines += [f"  N* = {a2['n_coefficient']:.3e} C^{a2['n_exponent']:.3f}{ci(iv2, 'n_exponent')}",
-              f"  D* = {a2['d_coefficient']:.3e} C^{a2['d_exponent']:.3f}{ci(iv2, 'd_exponent')}", "",
-              "Approach 3 (L = E + A/N^alpha + B/D^beta):",
+    lines += ([f"  not fitted: {a2['error']}"] if "error" in a2 else
+              [f"  N* = {a2['n_coefficient']:.3e} C^{a2['n_exponent']:.3f}{ci(iv2, 'n_exponent')}",
+               f"  D* = {a2['d_coefficient']:.3e} C^{a2['d_exponent']:.3f}{ci(iv2, 'd_exponent')}"])
+    lines += ["", "Approach 3 (L = E + A/N^alpha + B/D^beta):",
               f"  E = {a3['E']:.4f}, A = {a3['A']:.4g}, B = {a3['B']:.4g}",
               f"  alpha = {a3['alpha']:.3f}{ci(iv3, 'alpha')}, beta = {a3['beta']:.3f}{ci(iv3, 'beta')}",
               f"  N* ~ C^{a3['n_exponent']:.3f}{ci(iv3, 'n_exponent')}, D* ~ C^{a3['d_exponent']:.3f}"

@@ -2,9 +2,11 @@
 e.g. the S2ST SFT data of steps.s2st.sft_data.
 
 `finetune(config)` is the step fn. It starts from `init_from`, which is either
-- a train step's output (or one of its `checkpoints/step-N`): the latest Levanter checkpoint's
-  *model* is written once as an HF directory under `{output}/warm_start/` (Levanter's converter,
-  as eval.model does), or
+- a train step's output: its final HF export (`hf/step-N`, which the train step writes by
+  default), or, for a run without one (or one of its `checkpoints/step-N`), the Levanter
+  checkpoint's *model* written once as an HF directory under `{output}/warm_start/` by Levanter's
+  converter in a separate CPU-only process (the step itself runs on a TPU slice's host 0, whose
+  chips the per-host training processes need: the launching process must not start JAX there), or
 - an HF export directory (a train step's `hf/step-N`, or a released SODA model),
 and then runs the train step (steps.training.train) with `warm_start_hf` pointing there: Levanter's
 `initialize_from_hf` loads the weights when the run has no checkpoint of its own, with a fresh
@@ -107,19 +109,39 @@ def init_hf_dir(config: FinetuneConfig) -> tuple[str, str]:
     from steps.sharding import exists, join
     from steps.training.warm_start import DONE_MARKER, prepare_warm_start
 
+    from steps.training.train import _latest_hf_export
+
     if is_hf_dir(config.init_from):
         return config.init_from, "hf"
+    exported = _latest_hf_export(config.init_from) if exists(join(config.init_from, "summary.json")) else None
+    if exported:
+        return exported, "hf-export"
     warm = join(config.output_path, "warm_start")
     if exists(join(warm, DONE_MARKER)):
         return warm, "levanter"
-    from eval.model import LevanterLM
-
-    model = LevanterLM(config.init_from, tokenizer=config.tokenizer)
     with tempfile.TemporaryDirectory(prefix="soda-finetune-init-") as tmp:
-        model.export_hf(tmp)
-        logger.info("fine-tune init: Levanter checkpoint %s -> HF %s", model.checkpoint, warm)
+        _export_on_cpu(config.init_from, config.tokenizer, tmp)
+        logger.info("fine-tune init: Levanter checkpoint of %s -> HF %s", config.init_from, warm)
         prepare_warm_start(tmp, config.tokenizer, warm)
     return warm, "levanter"
+
+
+def _export_on_cpu(init_from: str, tokenizer: str, out_dir: str) -> None:
+    """The latest Levanter checkpoint's model as an HF directory, converted in a child process that
+    sees only the CPU (JAX_PLATFORMS=cpu), so this process never opens the host's accelerators."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from eval.model import LevanterLM; "
+            "LevanterLM(sys.argv[1], tokenizer=sys.argv[2]).export_hf(sys.argv[3])")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("TPU_VISIBLE_CHIPS", None)
+    done = subprocess.run([sys.executable, "-c", code, init_from, tokenizer, out_dir], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"converting the Levanter checkpoint of {init_from} to HF failed:\n"
+                           f"{done.stderr.strip()[-3000:]}")
 
 
 def train_config(config: FinetuneConfig, warm_dir: str):

@@ -23,8 +23,9 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+from pipeline.node_types import TpuSlice, tpu_slice
 
 logger = logging.getLogger(__name__)
 
@@ -44,35 +45,11 @@ class SlicePreempted(RuntimeError):
     """A host or worker died more often than `max_preemptions` allows."""
 
 
-@dataclass(frozen=True)
-class SliceSpec:
-    tpu_type: str  # e.g. "v5p-64"
-    generation: str  # e.g. "v5p"
-    chips: int
-    hosts: int
-
-    @property
-    def chips_per_host(self) -> int:
-        return self.chips // self.hosts
-
-    @property
-    def head_resource(self) -> str:
-        return f"TPU-{self.tpu_type}-head"
-
-
-def slice_spec(tpu_type: str) -> SliceSpec:
-    """Chips and hosts of a slice type. v2/v3/v4/v5p count TensorCores (2 per chip), v5e/v6e
-    chips; hosts carry 4 chips, except single-host v5e/v6e slices of up to 8 chips."""
-    m = re.fullmatch(r"(v\d+[a-z]*|v5litepod)-(\d+)", tpu_type)
-    if not m:
-        raise ValueError(f"TPU type {tpu_type!r} is not like 'v5p-64' or 'v6e-16'")
-    gen, n = m.group(1), int(m.group(2))
-    chips = n // 2 if gen in ("v2", "v3", "v4", "v5p") else n
-    if chips < 1:
-        raise ValueError(f"TPU type {tpu_type!r} has no whole chip")
-    single_host_max = 8 if gen in ("v5e", "v5litepod", "v6e") else 4
-    hosts = 1 if chips <= single_host_max else chips // 4
-    return SliceSpec(tpu_type, gen, chips, hosts)
+def slice_spec(tpu_type: str) -> TpuSlice:
+    """Chips, hosts and devices of a slice type (pipeline.node_types.tpu_slice, Ray's conventions):
+    v2/v3/v4/v5p count TensorCores (2 per chip), v5e/v6e chips; hosts carry 4 chips, except
+    single-host v5e/v6e slices of up to 8 chips."""
+    return tpu_slice(tpu_type)
 
 
 # ---- host side ----------------------------------------------------------------------------
@@ -132,7 +109,7 @@ def slice_hosts(slice_name: str, head_resource: str) -> list[dict]:
     return [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"]} for n in nodes]
 
 
-def _reserve(spec: SliceSpec, timeout_s: float):
+def _reserve(spec: TpuSlice, timeout_s: float):
     """(slice name, reservation actor or None). None: this task already holds the head resource."""
     import ray
 
@@ -170,7 +147,7 @@ def _host_call(fn: Callable, args: tuple) -> Any:
     return fn(*args)
 
 
-def _attempt(fn: Callable, args: tuple, spec: SliceSpec, timeout_s: float, port: int) -> list[Any]:
+def _attempt(fn: Callable, args: tuple, spec: TpuSlice, timeout_s: float, port: int) -> list[Any]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -30,7 +30,7 @@ def prepare_warm_start(source: str, tokenizer_dir: str, out_dir: str) -> str:
 
     if exists(join(out_dir, DONE_MARKER)):
         return out_dir
-    ref = source[len("hf://"):] if source.startswith("hf://") else source
+    ref = source[len("hf://"):] if source.startswith("hf://") else local_copy(source)  # gs:// -> a local copy
     tok = AutoTokenizer.from_pretrained(local_copy(tokenizer_dir))
     model = AutoModelForCausalLM.from_pretrained(ref, torch_dtype=torch.float32)
     if model.config.model_type != "qwen3":
