@@ -221,6 +221,7 @@ def test_gcs_emulator_answers_generation_preconditions_and_serves_the_stack(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.rehearsal
 @pytest.mark.timeout(2700)
 def test_soda_rehearse_exp1699_end_to_end(tmp_path):
     out = tmp_path / "bucket"
@@ -257,6 +258,7 @@ REHEARSED_ELSEWHERE_OR_FAILING = {"exp1699_soda_all", "exp10_s2st_finetune"}
 
 
 @pytest.mark.slow
+@pytest.mark.rehearsal
 @pytest.mark.timeout(2700)
 @pytest.mark.parametrize("script", [s for s in PRODUCTION_SCRIPTS if s not in REHEARSED_ELSEWHERE_OR_FAILING])
 def test_soda_rehearse_every_other_production_script(script, tmp_path):
