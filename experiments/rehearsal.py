@@ -146,13 +146,18 @@ class _Rewriter:
                                          else config.warm_start_hf)
         else:
             config = dataclasses.replace(config, shape=versioned(tiny_shape(shape, s)))
+        config = dataclasses.replace(config, seq_len=versioned(s.seq_len), batch_size=versioned(s.batch_size),
+                                     num_steps=versioned(s.train_steps), token_budget=versioned(None))
+        return self._on_rehearsal_slice(step, config)
+
+    def _on_rehearsal_slice(self, step: ExecutorStep, config) -> ExecutorStep:
+        """A training step (pre-training or fine-tune) with `config`, on the rehearsal's slice and CPU hosts,
+        checkpointing on the rehearsal's cadence."""
+        s = self.scale
         tpu = rehearsal_slice(config.tpu, s.min_hosts_per_slice) if config.tpu else None
-        config = dataclasses.replace(
-            config, seq_len=versioned(s.seq_len),
-            batch_size=versioned(s.batch_size), num_steps=versioned(s.train_steps), token_budget=versioned(None),
-            tpu=tpu, require_accelerator=False,  # the rehearsal's hosts are CPUs
-            checkpoint_every_steps=s.checkpoint_every_steps, checkpoint_every_minutes=None,
-            steps_per_eval=10 * s.train_steps)
+        config = dataclasses.replace(config, tpu=tpu, require_accelerator=False,  # the rehearsal's hosts are CPUs
+                                     checkpoint_every_steps=s.checkpoint_every_steps, checkpoint_every_minutes=None,
+                                     steps_per_eval=10 * s.train_steps)
         resources = step.resources or ResourceConfig()
         resources = dataclasses.replace(resources, tpu=tpu) if tpu else resources
         return dataclasses.replace(step, config=config, resources=resources,
@@ -169,19 +174,11 @@ class _Rewriter:
             plumbing_run=versioned(True))
         return dataclasses.replace(step, config=config, description=f"[rehearsal] {step.description or step.name}")
 
-
     def finetune(self, step: ExecutorStep) -> ExecutorStep:
         s, config = self.scale, step.config
         recipe = dataclasses.replace(unversioned(config.recipe), batch_size=s.batch_size, num_steps=s.train_steps,
                                      seq_len=s.finetune_seq_len)
-        tpu = rehearsal_slice(config.tpu, s.min_hosts_per_slice) if config.tpu else None
-        config = dataclasses.replace(config, recipe=versioned(recipe), tpu=tpu, require_accelerator=False,
-                                     checkpoint_every_steps=s.checkpoint_every_steps, checkpoint_every_minutes=None,
-                                     steps_per_eval=10 * s.train_steps)
-        resources = step.resources or ResourceConfig()
-        resources = dataclasses.replace(resources, tpu=tpu) if tpu else resources
-        return dataclasses.replace(step, config=config, resources=resources,
-                                   description=f"[rehearsal] {step.description or step.name}")
+        return self._on_rehearsal_slice(step, dataclasses.replace(config, recipe=versioned(recipe)))
 
     def mimi(self, step: ExecutorStep) -> ExecutorStep:
         changes = {"mimi_model": versioned("random")}
