@@ -66,7 +66,6 @@ class Outcome:
     prefix: str
     steps: int = 0
     succeeded: int = 0
-    cached: int = 0
     failed: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # failed step -> its traceback, as recorded
     blocked: list[str] = field(default_factory=list)
@@ -172,7 +171,6 @@ def read_outcome(outcome: Outcome, experiment: str) -> None:
     states = {n: s for n, s in record["runs"][-1]["steps"].items() if s.get("status") != "not selected"}
     outcome.steps = len(states)
     outcome.succeeded = sum(1 for s in states.values() if s.get("status") == "succeeded")
-    outcome.cached = sum(1 for s in states.values() if s.get("status") == "cached")
     outcome.failed = sorted(n for n, s in states.items() if s.get("status") == "failed")
     outcome.errors = {n: states[n].get("error") or "" for n in outcome.failed}
     outcome.blocked = sorted(n for n, s in states.items() if s.get("status") in ("blocked", "interrupted", "pending",
