@@ -22,6 +22,7 @@ import argparse
 import io
 import json
 import logging
+import os
 import sys
 import time
 from typing import Optional
@@ -31,6 +32,7 @@ from eval.generate import REQUIRED, TASKS
 logger = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
+OUTPUT_FILES = ("output.wav", "output.txt", "with_prompt.wav", "generation.json")  # what --out receives
 
 
 def _flag(name: str) -> str:
@@ -69,7 +71,8 @@ def _bad(message: str) -> int:
 def check_inputs(args) -> tuple[Optional[str], dict]:
     """(error message or None, {input name: value}) with audio files read; no model is touched."""
     from steps.audio_io import BadAudioError, load_audio_file
-    from steps.sharding import exists
+    from steps.cli_checks import first_problem, number_problem, overwrite_problem
+    from steps.sharding import exists, join
 
     task = args.task
     for name in REQUIRED[task]:
@@ -83,6 +86,24 @@ def check_inputs(args) -> tuple[Optional[str], dict]:
         print(f"soda generate: note: --task {task} ignores {', '.join(ignored)}", file=sys.stderr)
     if not exists(args.checkpoint):
         return f"--checkpoint {args.checkpoint!r} does not exist", {}
+    if args.tokenizer is not None and not exists(args.tokenizer):
+        return f"--tokenizer {args.tokenizer!r} does not exist", {}
+    problem = first_problem(
+        number_problem("--temperature", args.temperature, minimum=0),
+        number_problem("--top-p", args.top_p, above=0, maximum=1),
+        number_problem("--max-new-tokens", args.max_new_tokens, minimum=1),
+        number_problem("--seed", args.seed, minimum=0),
+        overwrite_problem([("--out", args.out)] + [(f"--out's {name}", join(args.out, name)) for name in OUTPUT_FILES],
+                          [(_flag(n), getattr(args, n)) for n in ("audio", "prompt_audio") if n in REQUIRED[task]]))
+    if problem:
+        return problem, {}
+    if "://" not in args.out and os.path.isfile(args.out):
+        return f"--out {args.out!r} is a file; give a directory for {', '.join(OUTPUT_FILES)}", {}
+    if args.mimi_config is not None:
+        try:
+            json.loads(args.mimi_config)
+        except ValueError as exc:
+            return f"--mimi-config is not JSON: {exc}", {}
     values = {n: getattr(args, n) for n in REQUIRED[task]}
     for name in ("audio", "prompt_audio"):
         if name not in values:
@@ -96,12 +117,6 @@ def check_inputs(args) -> tuple[Optional[str], dict]:
             return f"{_flag(name)} {path!r} (--task {task}) is not usable audio: {exc}", {}
         except (OSError, IsADirectoryError) as exc:
             return f"{_flag(name)} {path!r} (--task {task}) could not be read: {exc}", {}
-    if args.temperature is not None and args.temperature < 0:
-        return f"--temperature must be >= 0, got {args.temperature}", {}
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        return f"--top-p must be in (0, 1], got {args.top_p}", {}
-    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
-        return f"--max-new-tokens must be positive, got {args.max_new_tokens}", {}
     return None, values
 
 

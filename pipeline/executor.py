@@ -11,18 +11,23 @@ after the step's function returned; a failure stops only the failed step's desce
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, TextIO
+from typing import Any, Iterator, Optional, Sequence, TextIO
 
 from pipeline import explain, placement, storage
 from pipeline.experiment_log import ExperimentRecord, previous_steps
 from pipeline.identity import canonical, digest, EncodingError
 from pipeline.lease import Lease, lease_for, new_owner_id
-from pipeline.plan import Plan, PlannedStep, build_plan
+from pipeline.plan import Plan, PlanError, PlannedStep, build_plan
 from pipeline.step import ExecutorStep, ResourceConfig
 
 logger = logging.getLogger("pipeline.executor")
@@ -43,6 +48,20 @@ class ExecutorError(RuntimeError):
         if record_url:
             lines.append(f"tracebacks: each failed step's .executor_status, and the log {record_url[:-5]}.html")
         super().__init__("\n".join(lines))
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: `steps` were running, are marked INTERRUPTED and run again on a rerun."""
+
+    def __init__(self, steps: list[str], record_url: Optional[str]):
+        self.steps, self.record_url = steps, record_url
+        what = (f"{len(steps)} running step(s) marked interrupted ({', '.join(steps[:3])}"
+                f"{', ...' if len(steps) > 3 else ''})" if steps else "no step was running")
+        super().__init__(f"interrupted: {what}; rerun the same command to resume (finished steps are cached)")
+
+
+class RelativePrefixError(ValueError):
+    """A prefix relative to the driver's directory, for steps that run on another machine."""
 
 
 class PreflightError(ExecutorError):
@@ -77,7 +96,14 @@ class Executor:
                  cluster_file: Optional[str] = None):
         if not prefix:
             raise ValueError("Executor needs a prefix (a local directory or e.g. gs://bucket/path)")
-        self.prefix = prefix.rstrip("/")
+        address = ray_address if ray_address is not None else os.environ.get("RAY_ADDRESS")
+        if storage.is_relative(prefix) and _is_remote(address):
+            raise RelativePrefixError(
+                f"the prefix {prefix!r} is a path relative to this machine's current directory, but the steps "
+                f"run on the Ray cluster at {address}, whose workers would resolve it against their own. Give "
+                "a prefix every node shares: --prefix gs://BUCKET/PATH (or $SODA_PREFIX), or an absolute path "
+                "on a filesystem mounted on every node.")
+        self.prefix = storage.absolute(prefix).rstrip("/")  # once: every output path below it is absolute
         self.experiment_name = experiment_name or _script_name()
         self.description = description
         self.ray_address = ray_address
@@ -103,6 +129,11 @@ class Executor:
             out: Optional[TextIO] = None) -> RunResult:
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
+        if isinstance(run_only, str):
+            run_only = [run_only]
+        if run_only is not None and (not run_only or any(not str(p).strip() for p in run_only)):
+            raise PlanError(f"run_only={list(run_only)!r} names no step pattern, which would select every step; "
+                            "give regexes over step names, or None to run the whole DAG")
         plan = self.compute_versions(steps, run_only)
         self.cluster_node_types()  # a bad cluster file is refused before anything else
         storage.ensure_reachable(self.prefix)
@@ -169,9 +200,10 @@ class _Run:
             raise
         for p in self.plan.steps:
             if not p.selected:
-                self._set(p, "not selected", action="skip: not selected by --run-only")
+                self._set(p, "not selected", action=f"skip: {p.skip_reason}")
         self._save()
         outcome = "interrupted"
+        interrupted: list[str] = []
         try:
             while todo or self.running:
                 todo = [p for p in todo if not self._advance(p)]
@@ -180,8 +212,11 @@ class _Run:
                 elif todo:
                     time.sleep(self.executor.poll_interval)  # every ready step is leased elsewhere
             outcome = "failed" if self.errors else "succeeded"
+        except KeyboardInterrupt:
+            with _sigint_deferred():  # a second Ctrl-C must not cut the bookkeeping short
+                interrupted = self._interrupt()
         finally:
-            for p, lease, _ in self.running.values():
+            for p, lease, _ in self.running.values():  # another exception: the steps are not known to be done
                 self._set(p, "interrupted")
                 lease.release()
             self.runner.shutdown()
@@ -189,6 +224,8 @@ class _Run:
                 self.record.finish(outcome)
             except OSError as e:  # a full or read-only prefix: the status files still say what happened
                 logger.error("could not write the experiment log %s: %s", self.record.url, e)
+        if outcome == "interrupted":
+            raise RunInterrupted(interrupted, self.record.url)
         blocked = self._names("blocked")
         ran = len(self._names("succeeded")) + len(self.errors)
         logger.info("%d steps: %d ran, %d cached, %d failed, %d blocked; log: %s.html", len(self.plan.steps), ran,
@@ -197,6 +234,26 @@ class _Run:
         if self.errors:
             raise ExecutorError(self.errors, blocked, self.record.url)
         return result
+
+    def _interrupt(self) -> list[str]:
+        """Ctrl-C: keep what finished, mark the steps still running INTERRUPTED, stop them, free their leases."""
+        try:
+            self._collect(timeout=0)  # steps that returned before the interrupt keep their SUCCESS
+        except Exception as e:  # noqa: BLE001 (the interrupt, not this, is what the user must hear about)
+            logger.warning("while stopping: could not collect finished steps: %s", e)
+        names = []
+        self.runner.cancel(list(self.running))
+        for handle, (p, lease, _) in list(self.running.items()):
+            try:
+                storage.write_status(p.output_path, storage.INTERRUPTED, self.owner,
+                                     error="interrupted (Ctrl-C) while running; a rerun runs it again")
+            except OSError as e:  # still RUNNING on disk: a rerun takes it over as a stale lease
+                logger.warning("could not mark %s interrupted: %s", p.versioned_name, e)
+            self._set(p, "interrupted", end=time.time())
+            lease.release()
+            del self.running[handle]
+            names.append(p.versioned_name)
+        return names
 
     def _preflight(self, todo: list[PlannedStep]) -> None:
         """Refuse, before anything runs, steps that could never be shipped to Ray or scheduled."""
@@ -273,7 +330,8 @@ class _Run:
             self._fail(p, f"{status.error} (failed in an earlier run; not rerun because --force-run-failed is false)",
                        write=False)
             return True
-        action = "take over: stale lease" if status is not None and status.status == storage.RUNNING else "run"
+        action = {storage.RUNNING: "take over: stale lease", storage.INTERRUPTED: "rerun: interrupted"}.get(
+            status.status if status is not None else "", "run")
         storage.remove_stale_temp_files(p.output_path)  # of a run killed while it wrote a status
         try:
             config = p.concrete_config(self.plan.paths)
@@ -296,8 +354,9 @@ class _Run:
         self._save()
         return True
 
-    def _collect(self) -> None:
-        for finished in self.runner.wait(list(self.running), timeout=self.executor.poll_interval):
+    def _collect(self, timeout: Optional[float] = None) -> None:
+        timeout = self.executor.poll_interval if timeout is None else timeout
+        for finished in self.runner.wait(list(self.running), timeout=timeout):
             p, lease, started = self.running.pop(finished.handle)
             try:
                 if finished.error is None:
@@ -370,3 +429,40 @@ def _script_name() -> str:
     argv0 = sys.argv[0] if sys.argv else ""
     stem = os.path.splitext(os.path.basename(argv0))[0]
     return stem if stem and stem not in ("-c", "pytest", "__main__", "") else "experiment"
+
+
+def _is_remote(address: Optional[str]) -> bool:
+    """Whether a Ray address names another machine. An embedded Ray, `auto`, and any address this
+    machine can bind (so one of its own interfaces) are local: their workers share this filesystem."""
+    if not address or address in ("auto", "local"):
+        return False
+    from urllib.parse import urlsplit
+
+    host = urlsplit("//" + address.split("://", 1)[-1]).hostname or ""
+    if not host or host == "localhost":
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except OSError:  # unresolvable here: not this machine
+        return True
+    for family, kind, _, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind) as probe:
+                probe.bind((sockaddr[0], 0))
+            return False
+        except OSError:
+            continue
+    return True
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a further Ctrl-C until the block is done (only the main thread has signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

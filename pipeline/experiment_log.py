@@ -2,7 +2,9 @@
 
 One record per experiment DAG. Each real run appends a run entry (who, when, git commit,
 command line, and per step: action, status, start, end, duration) and rewrites the record as
-steps finish, so the file also shows a run in progress. `soda log` reads it back.
+steps finish, so the file also shows a run in progress. `soda log` reads it back. An unreadable
+record never stops a run or `soda log`, and a run whose executor died shows as `died`
+(`pipeline.record_check` says how each is told).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import time
 from typing import Any, Optional
 
 from pipeline import storage
+from pipeline.lease import Lease
 from pipeline.plan import Plan, PlannedStep
+from pipeline.record_check import (DIED, RECORD_SCHEMA, UnreadableRecord, drop_run_lease, is_set_aside, mark_died,
+                                   read_record, set_aside, take_run_lease)
 from pipeline.redaction import redact_argv
 
 logger = logging.getLogger(__name__)
 
-RECORD_SCHEMA = 1
 DEFAULT_PREFIX = "soda-out"
 
 
@@ -86,11 +90,20 @@ def step_entry(p: PlannedStep) -> dict[str, Any]:
 
 
 class ExperimentRecord:
-    """The record of one experiment DAG, with this run appended to its history."""
+    """The record of one experiment DAG, with this run appended to its history.
+
+    Opening it never stops a run: an unreadable record is moved aside and a new one starts
+    (`pipeline.record_check`); earlier runs whose executor died are marked `died`. From its first
+    save until `finish` the run holds its run lease, which tells readers it is alive.
+    """
+
+    writable = True  # False when an unreadable record could not be moved aside: it is left as it is
+    _lease_wanted = False  # the run lease is taken at the first save
+    _run_lease: Optional[Lease] = None
 
     def __init__(self, prefix: str, experiment: str, plan: Plan, description: Optional[str], run_id: str):
         self.url = record_path(prefix, experiment, plan.dag_hash())
-        existing = storage.read_json(self.url) or {}
+        self._lease_wanted = True
         self.data: dict[str, Any] = {
             "schema": RECORD_SCHEMA,
             "experiment": experiment,
@@ -100,7 +113,7 @@ class ExperimentRecord:
             "order": [p.versioned_name for p in plan.steps],  # topological; JSON keys get sorted
             "steps": {p.versioned_name: step_entry(p) for p in plan.steps},
             "plumbing_steps": plumbing_steps(plan),
-            "runs": existing.get("runs", []),
+            "runs": self._earlier_runs(),
         }
         self.run: dict[str, Any] = {
             "run_id": run_id,
@@ -109,23 +122,75 @@ class ExperimentRecord:
             "ended": None,
             "user": _user(),
             "host": socket.gethostname(),
+            "pid": os.getpid(),
             "command": redact_argv([sys.executable, *sys.argv]),
             "git": git_state(sys.argv[0] if sys.argv and os.path.exists(sys.argv[0]) else None),
             "steps": {p.versioned_name: {"status": "pending"} for p in plan.steps},
         }
         self.data["runs"].append(self.run)
 
+    def _earlier_runs(self) -> list[dict[str, Any]]:
+        """The runs already on record, those whose executor died marked so; none from an unreadable record."""
+        try:
+            existing = read_record(self.url)
+        except UnreadableRecord as e:
+            try:
+                aside = set_aside(self.url)
+            except FileNotFoundError:  # another executor moved it a moment ago
+                logger.warning("experiment record %s was unreadable (%s) and has been moved aside; this run starts "
+                               "a new record", self.url, e.reason)
+            except Exception as err:  # never overwrite what could not be read
+                self.writable = False
+                logger.error("experiment record %s is unreadable (%s) and could not be moved aside (%s): this run "
+                             "writes no record or page; move the file away to record the next run",
+                             self.url, e.reason, err)
+            else:
+                logger.warning("experiment record %s is unreadable (%s): moved aside to %s (nothing deleted); "
+                               "this run starts a new record", self.url, e.reason, aside)
+            return []
+        if existing is None:
+            return []
+        for run in mark_died(existing, self.url):
+            logger.warning("experiment record %s: run %s stopped without recording its outcome (its executor "
+                           "died); marked %s", self.url, run.get("run_id"), DIED)
+            if run.get("run_lease"):
+                drop_run_lease(self.url, run.get("run_id"))
+        return existing.get("runs") or []
+
     def update_step(self, versioned_name: str, **fields: Any) -> None:
         self.run["steps"][versioned_name].update(fields)
 
     def save(self) -> None:
+        if not self.writable:
+            return
+        if self._lease_wanted:  # before this run first shows in the record: readers then see it alive
+            self._lease_wanted = False
+            try:
+                self._run_lease = take_run_lease(self.url, self.run["run_id"])
+            except Exception as e:
+                logger.warning("experiment log: could not take the run lease beside %s (%s): readers tell whether "
+                               "this run lives from its steps' leases and its pid", self.url, e)
+            if self._run_lease is not None:
+                self.run["run_lease"] = True
         storage.write_json_atomic(self.url, self.data)
 
     def finish(self, status: str) -> None:
-        from pipeline.log_page import write_index, write_pages
-
         self.run["status"] = status
         self.run["ended"] = time.time()
+        try:
+            if self.writable:
+                self._write_outcome()
+        finally:
+            if self._run_lease is not None:  # only now: the record no longer says running
+                try:
+                    drop_run_lease(self.url, self.run["run_id"], self._run_lease)
+                except Exception as e:
+                    logger.debug("could not release the run lease: %s", e)
+                self._run_lease = None
+
+    def _write_outcome(self) -> None:
+        from pipeline.log_page import write_index, write_pages
+
         self.save()  # the run's outcome is on record before anything below can go wrong
         try:
             from pipeline.report import add_report
@@ -149,19 +214,48 @@ def list_records(prefix: str, experiment: Optional[str] = None) -> list[str]:
     except FileNotFoundError:
         return []
     protocol = "" if storage.is_local(prefix) else prefix.split("://")[0] + "://"
+    found = [f for f in found if not is_set_aside(f)]  # records moved aside as unreadable
+    if experiment:  # `exp-*.json` also matches the records of `exp-b`
+        found = [f for f in found if f.rsplit("/", 1)[-1][: -len(".json")].rsplit("-", 1)[0] == experiment]
     return sorted(protocol + f for f in found)
 
 
-def latest_record(prefix: str, experiment: Optional[str] = None) -> Optional[dict[str, Any]]:
-    best, best_time = None, -1.0
+def scan_records(prefix: str, experiment: Optional[str] = None
+                 ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
+    """(url, record) of each readable record under `prefix`, and (url, why) of each unreadable one."""
+    readable, unreadable = [], []
     for url in list_records(prefix, experiment):
-        data = storage.read_json(url)
-        if not data or not data.get("runs"):
+        try:
+            data = read_record(url)
+        except UnreadableRecord as e:
+            unreadable.append((url, e.reason))
+            continue
+        if data is not None:  # else removed since the listing
+            readable.append((url, data))
+    return readable, unreadable
+
+
+def _latest(records: list[tuple[str, dict[str, Any]]], with_runs: bool = True) -> Optional[tuple[str, dict]]:
+    """The record whose last run started last; else (`with_runs` False) the first record with no run."""
+    best, best_time = None, -1.0
+    for url, data in records:
+        if not data.get("runs"):
             continue
         started = data["runs"][-1].get("started") or 0
         if started > best_time:
-            best, best_time = data, started
+            best, best_time = (url, data), started
+    if best is None and not with_runs and records:
+        return records[0]
     return best
+
+
+def latest_record(prefix: str, experiment: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """The record under `prefix` whose last run started last; unreadable records are skipped with a warning."""
+    readable, unreadable = scan_records(prefix, experiment)
+    for url, why in unreadable:
+        logger.warning("experiment log: skipped the unreadable record %s: %s", url, why)
+    found = _latest(readable)
+    return found[1] if found else None
 
 
 def previous_steps(prefix: str, experiment: str) -> Optional[dict[str, dict[str, Any]]]:
@@ -169,11 +263,12 @@ def previous_steps(prefix: str, experiment: str) -> Optional[dict[str, dict[str,
     record = latest_record(prefix, experiment)
     if record is None:
         return None
-    return {s["name"]: s for s in record["steps"].values()}
+    return {s["name"]: s for s in (record.get("steps") or {}).values() if "name" in s}
 
 
-def step_order(data: dict[str, Any]) -> list[str]:
-    return list(data.get("order") or data["steps"])
+def step_order(data: dict[str, Any], run: Optional[dict[str, Any]] = None) -> list[str]:
+    """The record's steps in topological order; without any, the steps `run` mentions."""
+    return list(data.get("order") or data.get("steps") or (run or {}).get("steps") or [])
 
 
 def _user() -> str:
@@ -184,35 +279,43 @@ def _user() -> str:
 
 
 def summarize(data: dict[str, Any], run_index: int = -1) -> str:
-    run = data["runs"][run_index]
+    """The record as text: its latest run (or `run_index`) and each step's state; missing fields show as ?."""
+    runs = data.get("runs") or []
+    run = runs[run_index] if runs else {}
+    steps, states, git = data.get("steps") or {}, run.get("steps") or {}, run.get("git") or {}
     lines = [
-        f"experiment  {data['experiment']}  (DAG {data['dag_hash']}, {len(data['steps'])} steps)",
+        f"experiment  {data.get('experiment', '?')}  (DAG {data.get('dag_hash', '?')}, {len(steps)} steps)",
         f"description {data.get('description') or '-'}",
-        f"run         {run['run_id']}  {run['status']}  started {_when(run['started'])}"
-        f"  took {_duration(run.get('started'), run.get('ended'))}",
-        f"git         {run['git'].get('commit') or 'unknown'}{' (dirty)' if run['git'].get('dirty') else ''}",
-        f"command     {' '.join(run['command'])}",
+        f"run         {run.get('run_id', '?')}  {run.get('status', '?')}  started {_when(run.get('started'))}"
+        f"  took {_duration(run.get('started'), run.get('ended'))}" if runs else "run         none recorded",
+        f"git         {git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}",
+        f"command     {' '.join(run.get('command') or []) or '-'}",
         "",
     ]
+    if run.get("status") == DIED:
+        lines.insert(3, "            its executor died before recording an outcome (its lease is gone); rerun the "
+                        "same command: finished steps are cached, the died ones are taken over")
     rows = []
-    for name in step_order(data):
-        step = data["steps"][name]
-        state = run["steps"].get(name, {})
+    for name in step_order(data, run):
+        state = states.get(name) or {}
         rows.append((state.get("status", "?"), name, _duration(state.get("start"), state.get("end")),
-                     step["output_path"]))
+                     (steps.get(name) or {}).get("output_path", "?")))
     width = max(len(r[1]) for r in rows) if rows else 4
     lines.append(f"{'status':<10} {'step':<{width}} {'time':>8}  output")
     lines += [f"{s:<10} {n:<{width}} {d:>8}  {p}" for s, n, d, p in rows]
-    failed = [n for n, s in run["steps"].items() if s.get("status") == "failed"]
+    failed = [n for n, s in states.items() if s.get("status") == "failed"]
     if failed:
         lines.append("\nfailed: " + ", ".join(failed))
         for name in failed:
-            lines.append(f"--- {name}\n{run['steps'][name].get('error') or ''}")
+            lines.append(f"--- {name}\n{states[name].get('error') or ''}")
     return "\n".join(lines)
 
 
 def _when(t: Optional[float]) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+    except (ValueError, OverflowError, OSError):  # a time no clock shows
+        return "-"
 
 
 def _duration(start: Optional[float], end: Optional[float]) -> str:
@@ -223,6 +326,8 @@ def _duration(start: Optional[float], end: Optional[float]) -> str:
 
 
 def cli_main(argv: list[str]) -> int:
+    """`soda log`. Under a prefix, an unreadable record is skipped with one line on stderr naming it and why;
+    the exit code is 0 when a record was shown, 1 when none could be (none there, or every one unreadable)."""
     parser = argparse.ArgumentParser(prog="soda log", description="Print or open an experiment log.")
     parser.add_argument("path", nargs="?", help="a record (.json/.html) or a prefix (default: $SODA_PREFIX or ./soda-out)")
     parser.add_argument("--experiment", help="with a prefix: the experiment's script name")
@@ -235,16 +340,27 @@ def cli_main(argv: list[str]) -> int:
         return _index_cli(path, args.open)
     if path.endswith(".json") or path.endswith(".html"):
         url = path[:-5] + ".json" if path.endswith(".html") else path
-        data = storage.read_json(url)
+        try:
+            data = read_record(url)
+        except UnreadableRecord as e:
+            print(f"soda log: cannot show {url}: {e.reason}", file=sys.stderr)
+            return 1
         if data is None:
             print(f"soda log: no experiment record at {url}", file=sys.stderr)
             return 1
     else:
-        data = latest_record(path, args.experiment)
-        if data is None:
-            print(f"soda log: no experiment records under {experiments_dir(path)}", file=sys.stderr)
+        readable, unreadable = scan_records(path, args.experiment)
+        for bad, why in unreadable:
+            print(f"soda log: skipped {bad}: {why}", file=sys.stderr)
+        found = _latest(readable, with_runs=False)
+        if found is None:
+            what = f"no readable experiment records ({len(unreadable)} unreadable)" if unreadable else \
+                "no experiment records"
+            print(f"soda log: {what} under {experiments_dir(path)}", file=sys.stderr)
             return 1
-        url = record_path(path, data["experiment"], data["dag_hash"])
+        url, data = found
+    if mark_died(data, url):  # its page was last written before its executor died
+        _rewrite_pages(data, url)
     print(summarize(data))
     page = url[:-5] + ".html"
     print()
@@ -257,10 +373,22 @@ def cli_main(argv: list[str]) -> int:
     return 0
 
 
+def _rewrite_pages(data: dict[str, Any], url: str) -> None:
+    from pipeline.log_page import write_pages
+
+    try:
+        write_pages(data, url)
+    except Exception as e:  # a read-only prefix: the printed log still says it
+        logger.debug("could not rewrite the page of %s: %s", url, e)
+
+
 def _index_cli(prefix: str, open_page: bool) -> int:
     from pipeline.log_page import index_rows, write_index
 
-    rows = index_rows(prefix)
+    unreadable: list[tuple[str, str]] = []
+    rows = index_rows(prefix, unreadable)
+    for bad, why in unreadable:
+        print(f"soda log: skipped {bad}: {why}", file=sys.stderr)
     if not rows:
         print(f"soda log: no experiment records under {experiments_dir(prefix)}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ class Action:
 
 def classify(planned: PlannedStep, force_run_failed: bool) -> Action:
     if not planned.selected:
-        return Action(SKIP, "not selected by --run-only")
+        return Action(SKIP, planned.skip_reason)
     status = storage.read_status(planned.output_path)
     if status is not None and status.status == storage.SUCCESS:
         differing = unversioned_differences(planned)
@@ -42,6 +42,8 @@ def classify(planned: PlannedStep, force_run_failed: bool) -> Action:
         age = time.time() - (status.time or 0)
         return Action(TAKE_OVER, f"stale lease: a run on {status.host} pid {status.pid} started "
                                  f"{age:.0f}s ago and stopped without finishing")
+    if status is not None and status.status == storage.INTERRUPTED:
+        return Action(RUN, "interrupted (Ctrl-C) in an earlier run")
     if status is not None and status.status == storage.FAILED:
         first_line = (status.error or "unknown error").splitlines()[0][:160]
         if force_run_failed:
@@ -83,10 +85,12 @@ def print_plan(plan: Plan, actions: list[Action], changes: list[list[str]], out:
     widths = [min(w, 60) for w in widths]
     header = f"{'action':<{widths[0]}}  {'step':<{widths[1]}}  {'reason':<{widths[2]}}  output"
     out.write(header + "\n" + "-" * len(header) + "\n")
-    for (label, name, reason, path), lines in zip(rows, changes):
+    for (label, name, reason, path), lines, p in zip(rows, changes, plan.steps):
         out.write(f"{label:<{widths[0]}}  {name:<{widths[1]}}  {reason[:60]:<{widths[2]}}  {path}\n")
         for line in lines:
             out.write(f"{'':<{widths[0]}}    changed: {line}\n")
+        for field_path, ref in p.identity.nonblocking_inputs().items():
+            out.write(f"{'':<{widths[0]}}    nonblocking input {field_path}: {ref} (not waited for)\n")
     counts: dict[str, int] = {}
     for a in actions:
         counts[a.label()] = counts.get(a.label(), 0) + 1

@@ -1,11 +1,11 @@
 """A step's identity: canonical encoding of values and the content hash of a step.
 
 The hash covers the step name, its versioned values keyed by dotted config path, and each
-dependency's `name-hash` with the sub-path it reads. It never covers physical paths, the
-prefix, resources or the accelerator, so the same experiment has the same hashes on a laptop
-and on a TPU cluster. The encoding is canonical JSON (sorted keys, no whitespace, Python's
-shortest float repr), so it is stable across processes, PYTHONHASHSEED and machines; golden
-tests pin it across releases.
+dependency's `name-hash` with the sub-path it reads (marked when the reference is nonblocking).
+It never covers physical paths, the prefix, resources or the accelerator, so the same
+experiment has the same hashes on a laptop and on a TPU cluster. The encoding is canonical
+JSON (sorted keys, no whitespace, Python's shortest float repr), so it is stable across
+processes, PYTHONHASHSEED and machines; golden tests pin it across releases.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from pipeline.step import ExecutorStep, InputName, OutputName, VersionedValue
 
 HASH_LENGTH = 8
 IDENTITY_SCHEMA = 1  # bump only with a migration note: it changes every hash
+# Appended to a nonblocking reference's "name-hash[/sub]": as in Marin, reading a step without
+# waiting for it is another identity than depending on it, while hashes without one are unchanged.
+NONBLOCKING_MARK = " (nonblocking)"
 
 
 class EncodingError(TypeError):
@@ -117,12 +120,16 @@ def as_input(marker: Any) -> InputName | None:
     return None
 
 
-def dependencies_of(step: ExecutorStep) -> list[ExecutorStep]:
-    """The distinct steps whose outputs `step`'s config reads, in order of first use."""
+def dependencies_of(step: ExecutorStep, nonblocking: bool = True) -> list[ExecutorStep]:
+    """The distinct steps whose outputs `step`'s config reads, in order of first use.
+
+    With `nonblocking=False`, only those it waits for: a step read only through `.nonblocking()`
+    references is left out.
+    """
     seen: dict[int, ExecutorStep] = {}
     for _, leaf in walk_config(step.config):
         ref = as_input(leaf)
-        if ref is not None:
+        if ref is not None and (nonblocking or ref.block_on_step):
             seen.setdefault(id(ref.step), ref.step)
     return list(seen.values())
 
@@ -133,12 +140,17 @@ class StepIdentity:
 
     name: str
     versioned: dict[str, Any]  # dotted config path -> canonical value
-    dependencies: dict[str, str]  # dotted config path -> "name-hash[/sub]"
+    dependencies: dict[str, str]  # dotted config path -> "name-hash[/sub]", + NONBLOCKING_MARK if so
     hash: str
 
     @property
     def versioned_name(self) -> str:
         return f"{self.name}-{self.hash}"
+
+    def nonblocking_inputs(self) -> dict[str, str]:
+        """Dotted config path -> "name-hash[/sub]" of each reference read without waiting."""
+        return {path: ref[: -len(NONBLOCKING_MARK)] for path, ref in self.dependencies.items()
+                if ref.endswith(NONBLOCKING_MARK)}
 
 
 def compute_identity(step: ExecutorStep, dep_ids: dict[int, StepIdentity]) -> StepIdentity:
@@ -151,7 +163,8 @@ def compute_identity(step: ExecutorStep, dep_ids: dict[int, StepIdentity]) -> St
             versioned[path] = canonical(leaf.value, where)
         elif (ref := as_input(leaf)) is not None:
             dep = dep_ids[id(ref.step)]
-            deps[path] = dep.versioned_name + (f"/{ref.name}" if ref.name else "")
+            deps[path] = dep.versioned_name + (f"/{ref.name}" if ref.name else "") + \
+                ("" if ref.block_on_step else NONBLOCKING_MARK)
     payload = {"schema": IDENTITY_SCHEMA, "name": step.name, "versioned": versioned, "dependencies": deps}
     return StepIdentity(step.name, versioned, deps, digest(payload))
 

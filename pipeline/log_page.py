@@ -7,7 +7,7 @@ import time
 from typing import Any, Optional
 
 from pipeline import storage
-from pipeline.experiment_log import experiments_dir, index_path, list_records, step_order
+from pipeline.experiment_log import experiments_dir, index_path, mark_died, scan_records, step_order
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -15,7 +15,8 @@ h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f5f5f5}code{font-size:12px}
-.success,.cached{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.blocked,.pending{color:#9a6700}
+.success,.cached{color:#1a7f37}.failed,.died{color:#cf222e;font-weight:bold}
+.blocked,.pending,.interrupted{color:#9a6700}
 .meta td:first-child{font-weight:bold;width:9em}
 .plumbing{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;margin:1em 0;font-weight:bold}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:24em}
@@ -31,7 +32,10 @@ PLUMBING = ("PLUMBING RUN, NOT A SPEECH MODEL: audio was encoded with a random-w
 
 
 def _when(t: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+    except (ValueError, OverflowError, OSError):  # a time no clock shows
+        return "-"
 
 
 def _duration(state: dict[str, Any]) -> str:
@@ -41,15 +45,15 @@ def _duration(state: dict[str, Any]) -> str:
 
 def _rows(data: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for name in step_order(data):
-        step = data["steps"][name]
-        state = run["steps"].get(name, {})
+    for name in step_order(data, run):
+        step = (data.get("steps") or {}).get(name) or {}
+        state = (run.get("steps") or {}).get(name) or {}
         rows.append({
             "name": name,
             "status": state.get("status", "?"),
             "action": state.get("action", ""),
             "duration": _duration(state),
-            "path": step["output_path"],
+            "path": step.get("output_path", "?"),
             "depends_on": step.get("depends_on", []),
             "changes": state.get("changes", []),
             "error": state.get("error"),
@@ -58,29 +62,38 @@ def _rows(data: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _run_fields(data: dict[str, Any]) -> tuple[dict[str, Any], str, str, str]:
+    """The latest run (or {}), "id (status)", its git commit and its command line, "?" where missing."""
+    run = (data.get("runs") or [{}])[-1]
+    git = run.get("git") or {}
+    return (run, f"{run.get('run_id', '?')} ({run.get('status', '?')})",
+            (git.get("commit") or "unknown") + (" (dirty)" if git.get("dirty") else ""),
+            " ".join(run.get("command") or []) or "-")
+
+
 def render_html(data: dict[str, Any]) -> str:
-    run = data["runs"][-1]
+    run, run_line, commit, command = _run_fields(data)
     e = html.escape
     meta = [
         ("description", data.get("description") or "-"),
-        ("run", f"{run['run_id']} ({run['status']})"),
+        ("run", run_line),
         ("started", _when(run.get("started"))),
         ("ended", _when(run.get("ended"))),
-        ("git commit", (run["git"].get("commit") or "unknown") + (" (dirty)" if run["git"].get("dirty") else "")),
-        ("command", " ".join(run["command"])),
+        ("git commit", commit),
+        ("command", command),
         ("user@host", f"{run.get('user')}@{run.get('host')}"),
         ("prefix", data.get("prefix", "")),
     ]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{e(data['experiment'])}: experiment log</title><style>{_CSS}</style></head><body>",
-        f"<h1>{e(data['experiment'])} <small>DAG {e(data['dag_hash'])}</small></h1>",
+        f"<title>{e(data.get('experiment', '?'))}: experiment log</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(data.get('experiment', '?'))} <small>DAG {e(data.get('dag_hash', '?'))}</small></h1>",
         "<table class='meta'>" + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta) + "</table>",
     ]
     if data.get("plumbing_steps"):
         parts.insert(3, f"<p class='plumbing'>{e(PLUMBING.format(n=len(data['plumbing_steps'])))}</p>")
     for section in data.get("sections", []):  # later stages add tables and plots here
-        parts.append(f"<h2>{e(section['title'])}</h2>{section['html']}")
+        parts.append(f"<h2>{e(section.get('title', ''))}</h2>{section.get('html', '')}")
     parts.append("<h2 id='dag'>Steps</h2><table><tr><th>status</th><th>step</th><th>time</th>"
                  "<th>depends on</th><th>output</th><th>what changed</th></tr>")
     for r in _rows(data, run):
@@ -93,30 +106,32 @@ def render_html(data: dict[str, Any]) -> str:
             f"<td><code>{e(r['path'])}</code></td><td>{changed}</td></tr>"
         )
     parts.append("</table>")
-    if len(data["runs"]) > 1:
+    if len(data.get("runs") or []) > 1:
         parts.append("<h2>Earlier runs of this DAG</h2><table><tr><th>run</th><th>status</th><th>started</th></tr>")
         for old in reversed(data["runs"][:-1]):
-            parts.append(f"<tr><td>{e(old['run_id'])}</td><td>{e(old['status'])}</td><td>{_when(old.get('started'))}</td></tr>")
+            status = old.get("status", "?")
+            parts.append(f"<tr><td>{e(old.get('run_id', '?'))}</td><td class='{e(status)}'>{e(status)}</td>"
+                         f"<td>{_when(old.get('started'))}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>\n")
     return "".join(parts)
 
 
 def render_markdown(data: dict[str, Any]) -> str:
-    run = data["runs"][-1]
+    run, run_line, commit, command = _run_fields(data)
     lines = [
-        f"# {data['experiment']} (DAG {data['dag_hash']})",
+        f"# {data.get('experiment', '?')} (DAG {data.get('dag_hash', '?')})",
         "",
         f"- description: {data.get('description') or '-'}",
-        f"- run: {run['run_id']} ({run['status']}), started {_when(run.get('started'))}",
-        f"- git commit: {run['git'].get('commit') or 'unknown'}{' (dirty)' if run['git'].get('dirty') else ''}",
-        f"- command: `{' '.join(run['command'])}`",
+        f"- run: {run_line}, started {_when(run.get('started'))}",
+        f"- git commit: {commit}",
+        f"- command: `{command}`",
         "",
     ]
     if data.get("plumbing_steps"):
         lines += [f"> **{PLUMBING.format(n=len(data['plumbing_steps']))}**", ""]
     for section in data.get("sections", []):
-        lines += [f"## {section['title']}", "", section.get("markdown", ""), ""]
+        lines += [f"## {section.get('title', '')}", "", section.get("markdown", ""), ""]
     lines += ["## Steps", "", "| status | step | time | output | what changed |", "|---|---|---|---|---|"]
     for r in _rows(data, run):
         lines.append(f"| {r['status']} | `{r['name']}` | {r['duration']} | `{r['path']}` | {'; '.join(r['changes'])} |")
@@ -131,16 +146,17 @@ def write_pages(data: dict[str, Any], record_url: str) -> str:
     return base + ".html"
 
 
-def index_rows(prefix: str) -> list[dict[str, Any]]:
-    """One row per experiment record under `prefix`, newest run first."""
+def index_rows(prefix: str, unreadable: Optional[list[tuple[str, str]]] = None) -> list[dict[str, Any]]:
+    """One row per experiment record with a run under `prefix`, newest run first; (url, why) of each
+    unreadable record is appended to `unreadable`."""
     rows = []
-    for url in list_records(prefix):
-        try:
-            data = storage.read_json(url)
-        except ValueError:
-            continue  # a broken record is reported by `soda log` on it, not here
-        if not data or not data.get("runs"):
+    readable, bad = scan_records(prefix)
+    if unreadable is not None:
+        unreadable.extend(bad)
+    for url, data in readable:
+        if not data.get("runs"):
             continue
+        mark_died(data, url)
         run = data["runs"][-1]
         rows.append({"experiment": data.get("experiment", "?"), "dag_hash": data.get("dag_hash", "?"),
                      "description": data.get("description") or "", "status": run.get("status", "?"),

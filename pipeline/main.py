@@ -81,9 +81,32 @@ def normalize_argv(argv: Sequence[str], cls: type = ExecutorMainConfig) -> list[
 def parse_main_config(argv: Optional[Sequence[str]] = None, cls: type = ExecutorMainConfig) -> ExecutorMainConfig:
     """Parse a command line into `cls`: ExecutorMainConfig or a subclass adding a project's own options."""
     import draccus
+    from draccus.utils import DecodingError
 
     args = normalize_argv(sys.argv[1:] if argv is None else argv, cls)
-    return draccus.parse(cls, args=args)
+    try:
+        config = draccus.parse(cls, args=args)
+    except DecodingError as e:  # `--max-concurrent abc`: one line naming the flag, not a traceback
+        flag = "--" + ".".join(e.key_path).replace("_", "-") if e.key_path else "an option"
+        reason = " ".join(line.strip() for line in e.message.splitlines() if line.strip())
+        raise SystemExit(f"{flag}: {reason}") from None
+    check_main_config(config)
+    return config
+
+
+def check_main_config(config: ExecutorMainConfig) -> None:
+    """Refuse values no run can mean, with one line: an empty step selection, a concurrency below 1."""
+    if config.run_only is not None:
+        empty = [p for p in config.run_only if not str(p).strip()]
+        if not config.run_only or empty:
+            raise SystemExit("--run-only was given no pattern (an unset variable?), which would select every step. "
+                             "Give regexes over step names, or leave --run-only out to run the whole DAG.")
+    if config.max_concurrent is not None and config.max_concurrent < 1:
+        raise SystemExit(f"--max-concurrent must be at least 1, got {config.max_concurrent}")
+    for name in ("prefix", "ray_address", "cluster"):
+        value = getattr(config, name)
+        if value is not None and not str(value).strip():
+            raise SystemExit(f"--{name.replace('_', '-')} was given an empty value (an unset variable?)")
 
 
 def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = None,
@@ -93,23 +116,31 @@ def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = No
 
     `env`: environment variables every step's Ray task gets (on a cluster, workers do not inherit the
     driver's environment)."""
-    from pipeline.executor import Executor, ExecutorError
+    from pipeline.executor import Executor, ExecutorError, RelativePrefixError, RunInterrupted
     from pipeline.experiment_log import default_prefix
     from pipeline.placement import ClusterFileError
     from pipeline.plan import PlanError
 
     if config is None:
         config = parse_main_config(argv)
+    else:
+        check_main_config(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prefix = config.prefix or default_prefix()
-    executor = Executor(prefix, experiment_name=experiment_name, description=description,
-                        ray_address=config.ray_address, env=env, cluster_file=config.cluster)
     try:
+        executor = Executor(prefix, experiment_name=experiment_name, description=description,
+                            ray_address=config.ray_address, env=env, cluster_file=config.cluster)
         result = executor.run(list(steps), dry_run=config.dry_run, run_only=config.run_only,
                               force_run_failed=config.force_run_failed, max_concurrent=config.max_concurrent)
-    except (ExecutorError, PlanError, OSError, ClusterFileError) as e:
+    except (ExecutorError, PlanError, OSError, ClusterFileError, RelativePrefixError) as e:
         print(f"\n{e}", file=sys.stderr)
         raise SystemExit(1)
+    except RunInterrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        raise SystemExit(130)
+    except KeyboardInterrupt:  # before any step started (planning, connecting to Ray)
+        print("\ninterrupted before any step started; nothing was marked. Rerun the same command.", file=sys.stderr)
+        raise SystemExit(130)
     if result.unplaceable:  # a dry run with --cluster: these steps would wait forever
         print(f"\n{len(result.unplaceable)} step(s) can never run on the node types of {config.cluster}",
               file=sys.stderr)

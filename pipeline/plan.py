@@ -23,6 +23,7 @@ from pipeline.identity import (
     map_config,
 )
 from pipeline.step import ExecutorStep, InputName, OutputName, VersionedValue
+from pipeline import storage
 from pipeline.storage import join
 
 
@@ -39,9 +40,17 @@ class PlannedStep:
     step: ExecutorStep
     identity: StepIdentity
     output_path: str
-    dependencies: list["PlannedStep"]
+    dependencies: list["PlannedStep"]  # the steps it waits for (not those it reads nonblocking)
     selected: bool = True
     fields: dict[str, Any] = field(default_factory=dict)  # flat view of the whole config
+    # False for a step that only `.nonblocking()` references reach: its path is known, but it runs
+    # only when --run-only names it.
+    needed: bool = True
+
+    @property
+    def skip_reason(self) -> str:
+        """Why an unselected step does not run."""
+        return "not selected by --run-only" if self.needed else "only a nonblocking input of other steps"
 
     @property
     def name(self) -> str:
@@ -113,8 +122,8 @@ def build_plan(roots: Sequence[ExecutorStep], prefix: str, run_only: Optional[Se
                 f"{e}. Nothing was run: fix the value or leave it unversioned if it does not change the output."
             ) from e
         identities[id(step)] = identity
-        deps = [by_id[id(d)] for d in dependencies_of(step)]
-        path = step.override_output_path or join(prefix, identity.versioned_name)
+        deps = [by_id[id(d)] for d in dependencies_of(step, nonblocking=False)]
+        path = _output_path(step.override_output_path, prefix, identity.versioned_name)
         candidate = PlannedStep(step, identity, path, _unique(deps))
         candidate.fields = describe_config(step.config, lambda m: _describe_marker(m, identities))
         twin = by_versioned_name.get(identity.versioned_name)
@@ -132,9 +141,25 @@ def build_plan(roots: Sequence[ExecutorStep], prefix: str, run_only: Optional[Se
         planned.append(candidate)
     _check_overrides(planned)
     plan = Plan(planned, by_id)
+    _mark_needed(plan, roots)
     if run_only:
         _select(plan, run_only)
     return plan
+
+
+def _mark_needed(plan: Plan, roots: Sequence[ExecutorStep]) -> None:
+    """Needed: the roots and what they wait for, transitively. As in Marin, a step reached only through
+    nonblocking references is not, nor are steps that only it waits for: --run-only may still name them."""
+    for p in plan.steps:
+        p.needed = False
+    stack = [plan.of(root) for root in roots]
+    while stack:
+        p = stack.pop()
+        if not p.needed:
+            p.needed = True
+            stack.extend(p.dependencies)
+    for p in plan.steps:
+        p.selected = p.needed
 
 
 def _select(plan: Plan, patterns: Sequence[str]) -> None:
@@ -208,6 +233,14 @@ def _difference(a: PlannedStep, b: PlannedStep) -> str:
         return f"their function ({_fn_name(a.step)} vs {_fn_name(b.step)})"
     keys = sorted(k for k in set(a.fields) | set(b.fields) if a.fields.get(k) != b.fields.get(k))
     return "unversioned config fields " + ", ".join(keys[:8]) if keys else "their output path override"
+
+
+def _output_path(override: Optional[str], prefix: str, versioned_name: str) -> str:
+    """`{prefix}/{name}-{hash}`, or the step's override: a relative override is relative to the prefix (as in
+    Marin), never to the current directory, which Ray workers do not share."""
+    if override is None:
+        return join(prefix, versioned_name)
+    return join(prefix, override) if storage.is_relative(override) else override
 
 
 def _check_overrides(planned: list[PlannedStep]) -> None:

@@ -36,30 +36,51 @@ _SECRET_PAIRS = {("API", "KEY"), ("ACCESS", "KEY"), ("PRIVATE", "KEY"), ("SECRET
 _TOKENIZER_WORDS = {"PAD", "EOS", "BOS", "UNK", "SEP", "CLS", "MASK", "SPECIAL", "START", "END", "STOP", "AUDIO",
                     "TEXT", "MAX", "MIN", "NUM", "FIRST", "LAST", "EXTRA", "NEW", "ADDED", "EOT", "IMAGE"}
 _MIN_VALUE = 6  # shorter values ("1", "true") would redact innocent text
+# Only strings this short are remembered, so the caches stay bounded (65,536 strings of at most
+# 1,024 characters) however long a config string is: a longer one is redacted afresh, in linear time.
+_CACHED_CHARS = 1024
 
+# Every pattern runs in time linear in the text: no repeat gives back characters that a later part
+# could not use anyway (possessive `*+`, `++`), and where it can a pattern starts with a literal, so
+# the search skips to it (a "not preceded by" check comes after the literal). Each still matches
+# exactly what it did before; benchmarks/redaction_bench.py measures the hostile shapes, and
+# tests/test_hostile_redaction.py checks that time grows linearly.
+
+# user:password@ in URLs (https://user:pw@host, postgres://u:pw@h, gs://... never has one). The
+# scheme is tried only where a run of scheme characters starts, so a long run of URL-like characters
+# without `://` costs its length once, not its length squared.
+_URL_PASSWORD = re.compile(r"(?<![A-Za-z0-9+.\-])([0-9+.\-]*+[A-Za-z][A-Za-z0-9+.\-]*+://[^/\s:@'\"]++:)[^/\s@'\"]++@")
 _PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
      "<private key redacted>"),
-    (re.compile(r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}"), "<hf token redacted>"),
-    (re.compile(r"(?<![A-Za-z0-9_])(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}"), "<github token redacted>"),
-    (re.compile(r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{40,}"), "<github token redacted>"),
-    (re.compile(r"(?<![A-Za-z0-9])(AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])"), "<aws key id redacted>"),
-    (re.compile(r"(?<![A-Za-z0-9_])AIza[0-9A-Za-z_\-]{35}"), "<google api key redacted>"),
-    (re.compile(r"(?<![A-Za-z0-9_])sk-[A-Za-z0-9_\-]{20,}"), "<api key redacted>"),
-    (re.compile(r"(?<![A-Za-z0-9_])xox[abposr]-[A-Za-z0-9\-]{10,}"), "<slack token redacted>"),
-    (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/\-]{8,}=*"), r"\1" + REDACTED),
-    # user:password@ in URLs (https://user:pw@host, postgres://u:pw@h, gs://... never has one)
-    (re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@'\"]+:)[^/\s@'\"]+@"), r"\1" + REDACTED + "@"),
+    (re.compile(r"hf_(?<![A-Za-z0-9_]hf_)[A-Za-z0-9]{30,}"), "<hf token redacted>"),
+    (re.compile(r"gh[pousr]_(?<![A-Za-z0-9_]gh[pousr]_)[A-Za-z0-9]{30,}"), "<github token redacted>"),
+    (re.compile(r"github_pat_(?<![A-Za-z0-9_]github_pat_)[A-Za-z0-9_]{40,}"), "<github token redacted>"),
+    (re.compile(r"A(?<![A-Za-z0-9]A)[KS]IA[0-9A-Z]{16}(?![0-9A-Z])"), "<aws key id redacted>"),
+    (re.compile(r"AIza(?<![A-Za-z0-9_]AIza)[0-9A-Za-z_\-]{35}"), "<google api key redacted>"),
+    (re.compile(r"sk-(?<![A-Za-z0-9_]sk-)[A-Za-z0-9_\-]{20,}"), "<api key redacted>"),
+    (re.compile(r"xox[abposr]-(?<![A-Za-z0-9_]xox[abposr]-)[A-Za-z0-9\-]{10,}"), "<slack token redacted>"),
+    (re.compile(r"(bearer(?<!\wbearer)\s++)[A-Za-z0-9._~+/\-]{8,}+=*", re.I), r"\1" + REDACTED),
+    (_URL_PASSWORD, r"\1" + REDACTED + "@"),
     # key=value / key: value pairs with a secret-looking key (query strings, headers, dumps)
-    (re.compile(r"(?i)((?:token|secret|password|passwd|api[_\-]?key|access[_\-]?key|private[_\-]?key|"
-                r"credentials?)[\"']?\s*[=:]\s*[\"']?)(?!<)([^\s&\"',;)}\]]{6,})"),
+    (re.compile(r"((?:token|secret|password|passwd|api[_\-]?key|access[_\-]?key|private[_\-]?key|"
+                r"credentials?)[\"']?+\s*+[=:]\s*+[\"']?+)(?!<)([^\s&\"',;)}\]]{6,}+)", re.I),
      r"\1" + REDACTED),
 ]
+# The case-insensitive patterns are slow to search (no literal to skip to), so on ASCII text (where
+# lower() keeps every position) their case-sensitive twins search text.lower() instead; the few
+# non-ASCII letters that match an ASCII one case-insensitively (Kelvin K, ſ, İ, ı) take the slow path.
+_LOWERCASE_TWIN = {pattern: re.compile(pattern.pattern, pattern.flags & ~re.I)
+                   for pattern, _ in _PATTERNS if pattern.flags & re.I}
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable or config key names a credential (HF_TOKEN, wandb.api_key)."""
+    return _secret_name(name) if len(name) <= _CACHED_CHARS else _secret_name.__wrapped__(name)
 
 
 @functools.lru_cache(maxsize=4096)
-def is_secret_name(name: str) -> bool:
-    """Whether an environment variable or config key names a credential (HF_TOKEN, wandb.api_key)."""
+def _secret_name(name: str) -> bool:
     last = re.split(r"[./]", name)[-1]
     words = [w for w in re.split(r"[^A-Za-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", last).upper()) if w]
     if not words:
@@ -96,12 +117,31 @@ def _redact(text: str, secrets: tuple[tuple[str, str], ...]) -> str:
             if form and form in text:
                 text = text.replace(form, f"<{name} redacted>")
     for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+        text = _sub(pattern, replacement, text)
     return text
 
 
-@functools.lru_cache(maxsize=65536)
+def _sub(pattern: re.Pattern, replacement: str, text: str) -> str:
+    """`pattern.sub(replacement, text)`, through the lowercase twin of a case-insensitive pattern on ASCII."""
+    if pattern is _URL_PASSWORD and "://" not in text:
+        return text  # `in` is much faster than the search, which cannot skip to a literal
+    twin = _LOWERCASE_TWIN.get(pattern)
+    if twin is None or not text.isascii():
+        return pattern.sub(replacement, text)
+    pieces, last = [], 0
+    for found in twin.finditer(text.lower()):
+        match = pattern.match(text, found.start())  # the same match, with the original letters
+        pieces += [text[last:match.start()], match.expand(replacement)]
+        last = match.end()
+    return "".join(pieces) + text[last:] if pieces else text
+
+
 def _redact_cached(text: str, secrets: tuple[tuple[str, str], ...]) -> str:
+    return _redact_short(text, secrets) if len(text) <= _CACHED_CHARS else _redact(text, secrets)
+
+
+@functools.lru_cache(maxsize=65536)
+def _redact_short(text: str, secrets: tuple[tuple[str, str], ...]) -> str:
     return _redact(text, secrets)  # records are rewritten often with mostly the same strings
 
 

@@ -239,7 +239,8 @@ def fits_sections(collected) -> list[dict]:
         ci = f"{level:.0%} bootstrap interval" if isinstance(level, (int, float)) else "bootstrap interval"
         h, md = _table(["fit", "quantity", "ours", ci, "paper"], rows)
         plots_html, plots_md = _plots(step, s)
-        intro = (f"{s.get('runs', '?')} runs over budgets {', '.join(f'{b:.1e}' for b in s.get('budgets', []))}; "
+        budgets = ", ".join(f"{b:.1e}" if isinstance(b, (int, float)) else "-" for b in s.get("budgets") or [])
+        intro = (f"{s.get('runs', '?')} runs over budgets {budgets}; "
                  f"N = {s.get('params_kind', '?')} parameters; n_exponent / d_exponent: N* ~ C^a, D* ~ C^b.")
         if s.get("skipped"):
             intro += f" Skipped: {len(s['skipped'])} run(s) without a usable NLL."

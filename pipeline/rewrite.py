@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from pipeline.identity import as_input, map_config
 from pipeline.plan import topological_order
-from pipeline.step import ExecutorStep, InputName
+from pipeline.step import ExecutorStep
 
 Rule = Callable[[ExecutorStep], ExecutorStep]
 
@@ -34,7 +34,7 @@ def rewrite_dag(roots: Sequence[ExecutorStep], rule: Rule) -> list[ExecutorStep]
         if ref is None or id(ref.step) not in new:
             return marker
         target = new[id(ref.step)]
-        return target if isinstance(marker, ExecutorStep) else InputName(target, ref.name)
+        return target if isinstance(marker, ExecutorStep) else dataclasses.replace(marker, step=target)
 
     for step in topological_order(roots):
         linked = dataclasses.replace(step, config=map_config(step.config, relink))

@@ -3,6 +3,10 @@
 Ray is imported and started only when the first step must actually run: a dry run or an
 all-cached rerun never pays for it. With no address, an embedded local Ray is started and shut
 down with the executor; `RAY_ADDRESS` or `--ray-address` sends the same tasks to a cluster.
+
+Ray allows one runtime per process, so executors running at once in one process (threads of a
+notebook or a test) share it: the first to need it starts it, and the last to finish shuts it
+down if one of them started it (never a runtime the caller's own `ray.init` started).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -18,6 +23,54 @@ from typing import Any, Callable, Optional
 from pipeline.step import ResourceConfig
 
 logger = logging.getLogger(__name__)
+
+_RUNTIME_LOCK = threading.Lock()  # guards ray.init/shutdown and the values below
+_runtime_users = 0  # RayRunners of this process attached to the current Ray runtime
+_runtime_started: Optional[tuple[Optional[str]]] = None  # (address,) when a RayRunner started it
+_runtime_thread_done: Optional[threading.Event] = None  # ends the thread that started it, if not the main one
+_runtime_generation = 0  # counts the runtimes this process started or found; a runner detaches from its own
+
+
+def _init_ray(**kwargs: Any) -> None:
+    """ray.init, from a thread that lives until `_shutdown_ray`. The embedded Ray's head processes get
+    Linux's parent-death signal when the *thread* that started them ends, so a runtime started by an
+    executor in a worker thread would die with that thread while other executors still use it."""
+    global _runtime_thread_done
+    import ray
+
+    if _runtime_thread_done is not None:  # its runtime was shut down by someone else's ray.shutdown()
+        _runtime_thread_done.set()
+        _runtime_thread_done = None
+    if threading.current_thread() is threading.main_thread():  # it lasts as long as the process
+        ray.init(**kwargs)
+        return
+    started, done, failure = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            failure.append(e)
+            return
+        finally:
+            started.set()
+        done.wait()
+
+    threading.Thread(target=hold, name="pipeline-ray-runtime", daemon=True).start()
+    started.wait()
+    if failure:
+        raise failure[0]
+    _runtime_thread_done = done
+
+
+def _shutdown_ray() -> None:
+    global _runtime_thread_done
+    import ray
+
+    ray.shutdown()
+    if _runtime_thread_done is not None:
+        _runtime_thread_done.set()
+        _runtime_thread_done = None
 
 
 def _call_step(fn: Callable[[Any], Any], config: Any, name: str) -> None:
@@ -38,31 +91,47 @@ class Finished:
 
 class RayRunner:
     def __init__(self, address: Optional[str] = None, env: Optional[dict[str, str]] = None):
-        self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
+        self.address = (address if address is not None else os.environ.get("RAY_ADDRESS")) or None  # None: embedded
         self.env = dict(env or {})  # environment variables of every step's task (and the tasks it starts)
-        self._started_here = False
+        self._attached: Optional[int] = None  # the _runtime_generation it is counted in (_runtime_users)
         self._remote = None
         self._submitted: dict[Any, tuple[str, int]] = {}  # handle -> (step, max_retries)
         self._nodes: tuple[float, list[dict]] = (0.0, [])  # (when, live nodes' resources)
         self._can_grow: Optional[bool] = None
 
     def _ensure_started(self) -> None:
+        global _runtime_users, _runtime_started, _runtime_generation
         if self._remote is not None:
             return
         import ray
 
-        if not ray.is_initialized():
-            if self.address:
-                logger.info("connecting to Ray cluster at %s", self.address)
-                ray.init(address=self.address, log_to_driver=True)
-            else:
-                logger.info("starting an embedded local Ray")
-                # address="local": always a new instance, never whatever cluster
-                # /tmp/ray/ray_current_cluster names (a stale one would hang us).
-                ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False,
-                         runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
-            self._started_here = True
-        self._remote = ray.remote(_call_step)
+        with _RUNTIME_LOCK:
+            if self._remote is not None:
+                return
+            if not ray.is_initialized():
+                # whoever attached before used a runtime that is gone (someone's ray.shutdown())
+                _runtime_users, _runtime_started, _runtime_generation = 0, None, _runtime_generation + 1
+                if self.address:
+                    logger.info("connecting to Ray cluster at %s", self.address)
+                    _init_ray(address=self.address, log_to_driver=True)
+                else:
+                    logger.info("starting an embedded local Ray")
+                    # address="local": always a new instance, never whatever cluster
+                    # /tmp/ray/ray_current_cluster names (a stale one would hang us).
+                    _init_ray(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False,
+                              runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
+                _runtime_started = (self.address,)
+            elif _runtime_started is not None and _runtime_started[0] != self.address:
+                def where(address: Optional[str]) -> str:
+                    return f"the Ray cluster at {address}" if address else "an embedded local Ray"
+
+                raise RuntimeError(
+                    f"this executor wants {where(self.address)}, but another executor in this process is using "
+                    f"{where(_runtime_started[0])}, and Ray allows one runtime per process. Run the two in "
+                    "separate processes, or give them the same --ray-address.")
+            _runtime_users += 1
+            self._attached = _runtime_generation
+            self._remote = ray.remote(_call_step)
 
     def check_resources(self, name: str, resources: ResourceConfig, fn: Optional[Callable[[Any], Any]] = None,
                         config: Any = None) -> None:
@@ -147,13 +216,30 @@ class RayRunner:
                 finished.append(Finished(handle, e, _format_remote_error(e, name, retries)))
         return finished
 
-    def shutdown(self) -> None:
-        if self._started_here:
-            import ray
+    def cancel(self, handles: list[Any]) -> None:
+        """Stop running steps (Ctrl-C): their Ray tasks are cancelled, their workers killed."""
+        if not handles:
+            return
+        import ray
 
-            ray.shutdown()
-            self._started_here = False
-            self._remote = None
+        for handle in handles:
+            self._submitted.pop(handle, None)
+            try:
+                ray.cancel(handle, force=True)
+            except Exception as e:  # noqa: BLE001 (already finished, or Ray is going down)
+                logger.debug("could not cancel %s: %s", handle, e)
+
+    def shutdown(self) -> None:
+        """Detach from the process's Ray runtime; the last runner out shuts down one that a runner started."""
+        global _runtime_users, _runtime_started
+        with _RUNTIME_LOCK:
+            attached, self._attached, self._remote = self._attached, None, None
+            if attached != _runtime_generation:  # not attached, or to a runtime that is gone
+                return
+            _runtime_users -= 1
+            if _runtime_users == 0 and _runtime_started is not None:
+                _shutdown_ray()
+                _runtime_started = None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

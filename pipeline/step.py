@@ -97,20 +97,34 @@ def versioned(value: ConfigT) -> ConfigT:
 
 @dataclass(frozen=True)
 class InputName:
-    """The output directory of `step`, or the sub-path `name` inside it."""
+    """The output directory of `step`, or the sub-path `name` inside it.
+
+    By default `step` is a dependency: it runs first, and the reading step waits for it. A
+    `nonblocking()` reference (`block_on_step=False`) still enters the reader's hash, but the
+    reader neither waits for `step` nor runs it (Marin's pseudo-dependency).
+    """
 
     step: "ExecutorStep"
     name: Optional[str] = None
+    block_on_step: bool = True
 
     def __post_init__(self) -> None:
         if self.name is not None:
             _validate_sub_path(self.name)
 
     def cd(self, name: str) -> "InputName":
-        return InputName(self.step, _join(self.name, name))
+        return dataclasses.replace(self, name=_join(self.name, name))  # keeps block_on_step
 
     def __truediv__(self, name: str) -> "InputName":
         return self.cd(name)
+
+    def nonblocking(self) -> "InputName":
+        """The same path, read without waiting for its step (e.g. a checkpoint of a run still training).
+
+        The path still enters the reader's hash. The step itself runs only if another step reads it
+        blocking or `--run-only` names it; the reader may see its output unfinished or absent.
+        """
+        return dataclasses.replace(self, block_on_step=False)
 
 
 @dataclass(frozen=True)
@@ -125,7 +139,8 @@ class OutputName:
 
 
 def output_path_of(step: "ExecutorStep", name: Optional[str] = None) -> InputName:
-    """A reference to `step`'s output (or `name` inside it); it makes `step` a dependency."""
+    """A reference to `step`'s output (or `name` inside it); it makes `step` a dependency
+    (add `.nonblocking()` to read the path without waiting for `step`)."""
     if not isinstance(step, ExecutorStep):
         raise TypeError(f"output_path_of() takes an ExecutorStep, got {type(step).__name__}")
     return InputName(step, name)

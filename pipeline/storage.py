@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from pipeline import strict_json
 from pipeline.redaction import redact, redact_data  # noqa: F401  (re-exported)
 
 STATUS_FILE = ".executor_status"
@@ -24,6 +25,7 @@ INFO_FILE = ".executor_info"
 LEASE_FILE = ".executor_lease"
 
 RUNNING, SUCCESS, FAILED = "RUNNING", "SUCCESS", "FAILED"
+INTERRUPTED = "INTERRUPTED"  # the run was stopped (Ctrl-C) while the step ran: a rerun runs it again
 
 
 
@@ -35,6 +37,22 @@ def url_to_fs(url: str):
 
 def is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
+
+
+def absolute(url: str) -> str:
+    """`url` with a local path made absolute (against the current directory, `~` expanded); URLs unchanged.
+
+    Step functions run in Ray workers whose working directory is not the driver's, so every local
+    path the executor hands out must be absolute."""
+    if not is_local(url):
+        return url
+    path = os.path.abspath(os.path.expanduser(_local(url)))
+    return f"file://{path}" if url.startswith("file://") else path
+
+
+def is_relative(url: str) -> bool:
+    """A local path that depends on the current directory (`soda-out`, `./out`, `file://out`)."""
+    return is_local(url) and not os.path.isabs(os.path.expanduser(_local(url)))
 
 
 def join(base: str, *parts: str) -> str:
@@ -93,8 +111,25 @@ def write_text_atomic(url: str, text: str) -> None:
 
 
 def write_json_atomic(url: str, data: Any) -> None:
-    """Write `data` as JSON with credentials redacted (see `pipeline.redaction`)."""
-    write_text_atomic(url, json.dumps(redact_data(data), indent=2, sort_keys=True, default=str) + "\n")
+    """Write `data` as strict JSON (see `pipeline.strict_json`) with credentials redacted (`pipeline.redaction`)."""
+    data = redact_data(strict_json.with_counts(data))  # counted first: redaction writes a numpy NaN as "nan"
+    write_text_atomic(url, json.dumps(data, allow_nan=False, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def exists(url: str) -> bool:
+    if is_local(url):
+        return os.path.lexists(_local(url))
+    fs, path = url_to_fs(url)
+    return fs.exists(path)
+
+
+def move(src: str, dst: str) -> None:
+    """Give a file a new name, keeping its bytes: a rename on local disk, copy then delete on object stores."""
+    if is_local(src):
+        os.replace(_local(src), _local(dst))
+        return
+    fs, path = url_to_fs(src)
+    fs.mv(path, url_to_fs(dst)[1])
 
 
 def remove_stale_temp_files(output_path: str) -> None:

@@ -10,7 +10,10 @@ Input forms (local paths or fsspec URLs such as gs://):
   `{stem}.txt`), or a `manifest.jsonl` listing {id, audio (path relative to the dir), text, ...}.
 
 Every item becomes an `Utterance` (24 kHz mono float32) or a `Skipped` record with a reason from
-`SKIP_REASONS`. Stereo and other sample rates are converted, not skipped.
+`SKIP_REASONS`. Stereo and other sample rates are converted, not skipped. Every file is read by
+`iter_audio_chunks`, a streaming reader (any length, bounded memory; `soda encode` uses it too);
+a file shorter than its container declares is 'truncated' (checked from its headers by
+steps.audio_containers), never a good, shorter utterance.
 
 Recording and order (one document = one recording, utterances in time order):
 1. metadata fields `recording_id` and `order`, when present, win;
@@ -24,6 +27,7 @@ Recording and order (one document = one recording, utterances in time order):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -41,7 +45,8 @@ logger = logging.getLogger(__name__)
 TARGET_SAMPLE_RATE = 24_000
 AUDIO_EXTENSIONS = ("flac", "mp3", "wav", "ogg", "opus", "m4a")
 SKIP_REASONS = (
-    "corrupt",  # truncated or damaged file, decoder error mid-stream
+    "corrupt",  # damaged file, decoder error mid-stream
+    "truncated",  # the file is shorter than its header declares (cut short; steps.audio_containers)
     "unreadable_format",  # no decoder recognises the bytes
     "zero_length",  # no samples
     "non_finite",  # NaN or inf samples
@@ -103,33 +108,182 @@ class Skipped:
 # decoding and checks
 
 
+STREAM_BLOCK_FRAMES = 1 << 16  # frames decoded at a time, at the file's own rate
+STREAM_CHUNK_SAMPLES = 375 * 1920  # iter_audio_chunks' default chunk: 30 s at 24 kHz, whole Mimi frames
+
+
 def decode_audio_bytes(data: bytes, ext: Optional[str] = None) -> tuple[np.ndarray, int]:
-    """Decode encoded audio to float32 (frames, channels) and its sample rate.
+    """Decode encoded audio, whole, to float32 (frames, channels) and its sample rate.
 
-    soundfile (libsndfile: wav, flac, ogg, mp3) first; librosa/audioread as the fallback for formats
-    libsndfile lacks. A file shorter than its header promises is 'corrupt' (truncated).
+    soundfile (libsndfile: wav, flac, ogg, mp3, ...) first; librosa/audioread as the fallback for
+    formats libsndfile lacks. Checked as `iter_audio_chunks` checks (truncated, non-finite, ...).
     """
-    import soundfile as sf
+    with _open_source(data) as f, _AudioDecoder(f, ext) as decoder:
+        blocks = list(decoder.blocks(STREAM_BLOCK_FRAMES))
+        channels = decoder.channels
+    samples = np.concatenate(blocks) if blocks else np.zeros((0, channels), dtype=np.float32)
+    return samples, decoder.sample_rate
 
-    if not data:
+
+def iter_audio_chunks(source, ext: Optional[str] = None, *, chunk_samples: int = STREAM_CHUNK_SAMPLES,
+                      max_seconds: Optional[float] = None) -> Iterator[np.ndarray]:
+    """The audio of one file as consecutive 24 kHz mono float32 chunks of `chunk_samples` samples
+    (the last one shorter), in memory bounded by the chunk size whatever the file's length.
+
+    `source`: a path or fsspec URL, the encoded bytes, or a seekable binary file object. The file is
+    decoded a block at a time, averaged to mono and resampled with soxr's streaming resampler (HQ),
+    whose output equals one `soxr.resample` of the whole file, sample for sample. Raises
+    BadAudioError: 'truncated' (the container declares more than is present, found from its
+    headers before any audio is yielded; for FLAC, STREAMINFO's count is checked at the end),
+    'too_long' (over `max_seconds`: before decoding when the header says how long the file is),
+    'non_finite', 'corrupt' (decoder error), 'unreadable_format', 'zero_length'. Some of these come
+    after chunks were yielded: a caller that must not act on a bad file reads it through first.
+    """
+    if chunk_samples < 1:
+        raise ValueError(f"chunk_samples must be positive, got {chunk_samples}")
+    with _open_source(source) as f, _AudioDecoder(f, ext) as decoder:
+        sr = decoder.sample_rate
+        if max_seconds is not None and decoder.frames > max_seconds * sr:
+            raise BadAudioError("too_long", f"{decoder.frames / sr:.1f} s > {max_seconds:g} s")
+        resampler = None
+        if sr != TARGET_SAMPLE_RATE:
+            import soxr
+
+            resampler = soxr.ResampleStream(sr, TARGET_SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        pending: list[np.ndarray] = []
+        produced = 0
+        for block in decoder.blocks(STREAM_BLOCK_FRAMES):
+            mono = np.ascontiguousarray(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
+            out = resampler.resample_chunk(mono) if resampler is not None else mono
+            produced += len(out)
+            if max_seconds is not None and produced > max_seconds * TARGET_SAMPLE_RATE:
+                raise BadAudioError("too_long", f"more than {max_seconds:g} s (stopped reading there)")
+            yield from _take_chunks(pending, out, chunk_samples)
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            produced += len(tail)
+            yield from _take_chunks(pending, tail, chunk_samples)
+        if pending:
+            yield np.concatenate(pending)
+        if produced == 0:
+            raise BadAudioError("zero_length", "no samples")
+
+
+def _take_chunks(pending: list[np.ndarray], out: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """Append `out` to `pending` and yield every whole chunk of `size` samples it completes."""
+    if len(out):
+        pending.append(np.asarray(out, dtype=np.float32))
+    while sum(len(p) for p in pending) >= size:
+        joined = np.concatenate(pending)
+        yield joined[:size]
+        pending[:] = [joined[size:]] if len(joined) > size else []
+
+
+def read_audio(source, ext: Optional[str] = None, max_seconds: Optional[float] = None) -> np.ndarray:
+    """A whole file (see `iter_audio_chunks` for `source`) as checked 24 kHz mono float32."""
+    chunks = list(iter_audio_chunks(source, ext, max_seconds=max_seconds))
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    check_samples(audio)
+    return audio
+
+
+def load_audio_file(path: str) -> np.ndarray:
+    """Read one audio file (local or fsspec URL) as checked 24 kHz mono float32."""
+    return read_audio(path, _ext_of(path))
+
+
+@contextlib.contextmanager
+def _open_source(source):
+    """A seekable binary file for encoded bytes, a path / fsspec URL, or a file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise BadAudioError("zero_length", "file is empty (0 bytes)")
+        yield io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        import fsspec
+
+        with fsspec.open(os.fspath(source), "rb") as f:
+            yield f
+    elif hasattr(source, "read") and hasattr(source, "seek"):
+        yield source
+    elif not source:
         raise BadAudioError("zero_length", "file is empty (0 bytes)")
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise BadAudioError("unreadable_format", f"audio value is a {type(data).__name__}, expected encoded bytes")
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            declared = f.frames
-            sr = f.samplerate
-            samples = f.read(dtype="float32", always_2d=True)
-    except sf.LibsndfileError as exc:
-        message = str(exc)
-        if "unknown format" in message.lower() or "format not recognised" in message.lower():
-            return _decode_with_librosa(data, ext, message)
-        raise BadAudioError("corrupt", f"decoder error: {message}") from exc
-    except RuntimeError as exc:  # libsndfile read errors mid-stream
-        raise BadAudioError("corrupt", f"decoder error: {exc}") from exc
-    if 0 < declared and len(samples) < declared:
-        raise BadAudioError("corrupt", f"truncated: header declares {declared} frames, only {len(samples)} decoded")
-    return samples, sr
+    else:
+        raise BadAudioError("unreadable_format", f"audio value is a {type(source).__name__}, expected encoded bytes")
+
+
+class _AudioDecoder:
+    """libsndfile (or, for formats it lacks, librosa) on a seekable file, after the container
+    check; `blocks(n)` yields float32 (frames, channels) blocks checked for NaN/inf."""
+
+    def __init__(self, f, ext: Optional[str]):
+        import soundfile as sf
+
+        from steps.audio_containers import inspect_container
+
+        if f.seek(0, 2) == 0:
+            raise BadAudioError("zero_length", "file is empty (0 bytes)")
+        self.container = inspect_container(f)
+        if self.container.truncated:
+            raise BadAudioError("truncated", self.container.truncated)
+        self._sf, self._whole = None, None
+        try:
+            self._sf = sf.SoundFile(f)
+        except sf.LibsndfileError as exc:
+            message = re.sub(r"^Error opening <[^>]*>: ", "", str(exc))  # not the file object's repr
+            if "unknown format" not in message.lower() and "format not recognised" not in message.lower():
+                raise BadAudioError("corrupt", f"decoder error: {message}") from exc
+            f.seek(0)
+            self._whole, self.sample_rate = _decode_with_librosa(f.read(), ext, message)
+            self.channels, self.frames = self._whole.shape[1], len(self._whole)
+        else:
+            self.sample_rate, self.channels, self.frames = self._sf.samplerate, self._sf.channels, self._sf.frames
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._sf is not None:
+            self._sf.close()
+
+    def blocks(self, n: int) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        if self._sf is not None and self._sf.format == "MP3" and self._whole is None:
+            # libsndfile's MPEG decoder loses the bit reservoir between read calls: the frames after each
+            # block boundary decode wrong (libmpg123 "part2_3_length ... too large" on stderr; 0.4 off
+            # in a test). One read decodes exactly, so an MP3 is decoded whole, after the length check.
+            try:
+                self._whole = self._sf.read(dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise self._stopped(0, f"decoder error: {exc}") from exc
+        decoded = 0
+        while True:
+            if self._whole is not None:
+                block = self._whole[decoded:decoded + n]
+            else:
+                try:
+                    block = self._sf.read(n, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    raise self._stopped(decoded, f"decoder error: {exc}") from exc
+            if not len(block):
+                break
+            bad = ~np.isfinite(block)
+            if bad.any():
+                at = decoded + int(np.argmax(bad.any(axis=1)))
+                raise BadAudioError("non_finite", f"{int(bad.sum())} NaN or inf samples in frames {decoded}.."
+                                                  f"{decoded + len(block)} (the first at {at / self.sample_rate:.2f} s)")
+            decoded += len(block)
+            yield block
+        if self.container.declared_frames and decoded < self.container.declared_frames:
+            raise self._stopped(decoded, "the stream ends there")
+
+    def _stopped(self, decoded: int, why: str) -> BadAudioError:
+        declared = self.container.declared_frames
+        if declared and decoded < declared:  # FLAC: STREAMINFO says how long the file was
+            return BadAudioError("truncated", f"STREAMINFO declares {declared} samples, decoding stops after "
+                                              f"{decoded} ({why}): the file was cut short")
+        return BadAudioError("corrupt", why)
 
 
 def _decode_with_librosa(data: bytes, ext: Optional[str], first_error: str) -> tuple[np.ndarray, int]:
@@ -177,18 +331,6 @@ def check_samples(audio: np.ndarray) -> None:
         raise BadAudioError("non_finite", f"{bad} of {audio.size} samples are NaN or inf")
 
 
-def load_audio_file(path: str) -> np.ndarray:
-    """Read one audio file (local or fsspec URL) as checked 24 kHz mono float32."""
-    import fsspec
-
-    with fsspec.open(path, "rb") as f:
-        data = f.read()
-    samples, sr = decode_audio_bytes(data, _ext_of(path))
-    audio = to_mono_24k(samples, sr)
-    check_samples(audio)
-    return audio
-
-
 # ------------------------------------------------------------------------------------------------
 # recordings
 
@@ -217,7 +359,8 @@ def recording_of(utterance_id: str, meta: Optional[dict] = None) -> tuple[str, i
 
 def prepare(item: RawItem, require_transcript: bool = True,
             max_seconds: Optional[float] = None) -> Utterance | Skipped:
-    """Decode, convert and check one raw item; audio longer than `max_seconds` is 'too_long'."""
+    """Decode, convert and check one raw item (`read_audio`); audio longer than `max_seconds` is
+    'too_long', found from the header when it says the length, so a long file is not decoded."""
     if item.read_error is not None:
         return Skipped(item.key, item.source, "corrupt", item.read_error)
     if item.meta_error is not None:
@@ -229,15 +372,12 @@ def prepare(item: RawItem, require_transcript: bool = True,
     if require_transcript and not transcript:
         return Skipped(utterance_id, item.source, "missing_transcript", "no non-empty text/transcript field")
     try:
-        samples, sr = decode_audio_bytes(item.audio, item.audio_ext)
-        audio = to_mono_24k(samples, sr)
-        check_samples(audio)
+        audio = read_audio(item.audio, item.audio_ext, max_seconds=max_seconds)
     except BadAudioError as exc:
-        return Skipped(utterance_id, item.source, exc.reason, exc.detail)
-    if max_seconds is not None and len(audio) > max_seconds * TARGET_SAMPLE_RATE:
-        return Skipped(utterance_id, item.source, "too_long",
-                       f"{len(audio) / TARGET_SAMPLE_RATE:.1f} s > max_utterance_seconds {max_seconds:g}; "
-                       "segment it first, or raise EncodeConfig.max_utterance_seconds")
+        detail = exc.detail
+        if exc.reason == "too_long":
+            detail += " (max_utterance_seconds); segment it first, or raise EncodeConfig.max_utterance_seconds"
+        return Skipped(utterance_id, item.source, exc.reason, detail)
     recording_id, order = recording_of(utterance_id, item.meta)
     return Utterance(utterance_id, recording_id, order, transcript, audio, item.source)
 

@@ -27,7 +27,6 @@ Include patterns are globs on repo-relative paths: `*` and `?` stay within one p
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import posixpath
 import re
@@ -35,6 +34,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+from pipeline import strict_json
 from steps.dataset_lock import LOCK_ENV, PLACEHOLDER_PREFIX, lock_path
 from steps.mirror import MIRROR_ENV, data_mirror, is_local, mirrored_url
 
@@ -302,7 +302,7 @@ def download_dataset(config: DownloadConfig, source_fs=None) -> dict:
         "skipped": skipped,
     }
     with out_fs.open(posixpath.join(out_root, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, sort_keys=True)
+        f.write(strict_json.dumps(summary, indent=1, sort_keys=True))
     logger.info(
         "download: %d files (%.1f MB) from %s -> %s (%d already complete)",
         len(files), total_bytes / 1e6, read_from, config.output_path, skipped,

@@ -1,7 +1,8 @@
 """Encode speech shards to Mimi codes: the `encoded/...` step of the raw path.
 
 inputs (webdataset tars, parquet files or audio directories; local or gs://, globs allowed)
-  -> decode -> mono -> 24 kHz (steps.audio_io) -> length-sorted batches -> Mimi, first 8 codebooks
+  -> decode -> mono -> 24 kHz (steps.audio_io.iter_audio_chunks, the streaming reader `soda encode`
+  uses too; truncated files skipped) -> length-sorted batches -> Mimi, first 8 codebooks
   -> one parquet shard per input shard, rows sorted by (recording_id, order, utterance_id):
 
     utterance_id: string, recording_id: string, order: int64, transcript: string (nullable),
@@ -31,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from pipeline import strict_json
 from steps.sharding import atomic_write_bytes, join, remove_stale_temps, run_shards, temp_path_for
 
 logger = logging.getLogger(__name__)
@@ -202,7 +204,7 @@ def encode_shard(config: EncodeConfig, input_path: str) -> dict:
         "bad_inputs": [{"source": s.source, "reason": s.reason, "detail": s.detail} for s in skipped],
     }
     atomic_write_bytes(join(config.output_path, "shards", f"{name}.done.json"),
-                       json.dumps(stats, indent=1, sort_keys=True).encode())
+                       strict_json.dumps(stats, indent=1, sort_keys=True).encode())
     logger.info("encoded %s: %d utterances, %d skipped -> %s", input_path, len(rows), len(skipped), name)
     return stats
 
@@ -254,8 +256,10 @@ def encode_speech(config: EncodeConfig) -> dict:
     stats = dict(summary, shards=[{k: v for k, v in s.items() if k != "bad_inputs"} for s in per_shard])
     bad = [b for s in per_shard for b in s["bad_inputs"]]
     stats["bad_inputs"] = bad[:MAX_LISTED_BAD]
-    atomic_write_bytes(join(config.output_path, "stats.json"), json.dumps(stats, indent=1, sort_keys=True).encode())
-    atomic_write_bytes(join(config.output_path, "summary.json"), json.dumps(summary, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(join(config.output_path, "stats.json"),
+                       strict_json.dumps(stats, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(join(config.output_path, "summary.json"),
+                       strict_json.dumps(summary, indent=1, sort_keys=True).encode())
 
     if summary["bad_fraction"] > config.max_bad_fraction:
         listing = "\n".join(f"  {b['source']}: {b['reason']} ({b['detail']})" for b in bad[:50])

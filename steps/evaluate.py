@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -211,6 +212,10 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--asr-judge", default=EvalConfig.tts_asr_judge)
     parser.add_argument("--sim-judge", default=EvalConfig.tts_sim_judge)
     args = parser.parse_args(argv)
+    problem = _cli_problem(args)
+    if problem:  # before any model loads
+        print(f"soda evaluate: {problem}", file=sys.stderr)
+        return 2
     summary = evaluate(EvalConfig(task=args.task, model_path=args.model, dataset_path=args.data,
                                   output_path=args.out, backend=args.backend, tokenizer=args.tokenizer,
                                   max_examples=args.max_examples, batch_size=args.batch_size, seed=args.seed,
@@ -220,3 +225,17 @@ def cli_main(argv: list[str]) -> int:
     print(f"{summary['task']} (n={summary['n']}{', plumbing run' if summary['plumbing_run'] else ''}): {metrics}")
     print(f"wrote {args.out}/summary.json")
     return 0
+
+
+def _cli_problem(args) -> Optional[str]:
+    from steps.cli_checks import first_problem, input_dir_problem, number_problem
+
+    return first_problem(
+        input_dir_problem(args.model, "--model"),
+        input_dir_problem(args.data, "--data"),
+        args.tokenizer and input_dir_problem(args.tokenizer, "--tokenizer"),
+        number_problem("--max-examples", args.max_examples, minimum=1),
+        number_problem("--batch-size", args.batch_size, minimum=1),
+        number_problem("--seed", args.seed, minimum=0),
+        number_problem("--codebooks", args.codebooks, minimum=1, maximum=8),
+    )

@@ -134,6 +134,7 @@ def convert_pre_encoded(config: PreEncodedConfig) -> dict:
     from tqdm import tqdm
 
     from steps.encode import expand_inputs
+    from pipeline import strict_json
     from steps.sharding import atomic_write_json, read_parquet
 
     inputs = expand_inputs(config.input_paths)
@@ -171,7 +172,7 @@ def convert_pre_encoded(config: PreEncodedConfig) -> dict:
         "drop_end_of_text": config.drop_end_of_text,
     }
     with fs.open(posixpath.join(config.output_path, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, sort_keys=True)
+        f.write(strict_json.dumps(summary, indent=1, sort_keys=True))
     logger.info("pre-encoded: %d documents from %d files -> %s", summary["documents"], len(inputs), doc_dir)
     return summary
 

@@ -13,6 +13,8 @@ import uuid
 import zlib
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from pipeline import strict_json
+
 logger = logging.getLogger(__name__)
 
 _GLOB_CHARS = set("*?[")
@@ -134,7 +136,8 @@ def atomic_write_bytes(url: str, data: bytes) -> None:
 
 
 def atomic_write_json(url: str, obj: Any) -> None:
-    atomic_write_bytes(url, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Write `obj` as strict JSON: a NaN or infinity as null, counted in `non_finite` (`pipeline.strict_json`)."""
+    atomic_write_bytes(url, (strict_json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(url: str) -> Any:

@@ -14,6 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from pipeline import strict_json
 from pipeline.step import this_output_path
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,6 @@ class StandInCheckpointConfig:
 
 def stand_in_checkpoint_step(config: StandInCheckpointConfig) -> dict:
     """Step fn: a tiny random Qwen3 checkpoint plus tokenizer in the step's output."""
-    import json
-
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
@@ -51,7 +50,7 @@ def stand_in_checkpoint_step(config: StandInCheckpointConfig) -> dict:
         summary = {"stands_for": config.stands_for, "vocab_size": vocab, "hidden": config.hidden,
                    "layers": config.layers, "seed": config.seed, "note": "random-init stand-in (plumbing)"}
         with open(os.path.join(tmp, "stand_in.json"), "w") as f:
-            json.dump(summary, f, indent=1)
+            f.write(strict_json.dumps(summary, indent=1))
         fs, path = fs_and_path(config.output_path)
         fs.makedirs(path, exist_ok=True)
         fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)

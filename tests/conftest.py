@@ -24,6 +24,14 @@ def prefix(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.fixture
+def ledger(tmp_path: Path) -> str:
+    """An empty ledger file that tests/executor_dag.py's steps append to."""
+    path = tmp_path / "ledger.txt"
+    path.write_text("")
+    return str(path)
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("SODA_RUN_SLOW") == "1":
         # the rehearsals (10-17 minutes each) go last, so CI's budget (SODA_SLOW_DEADLINE) is spent on them

@@ -64,7 +64,7 @@ def bad_members():
 EXPECTED = {
     "EN_B00009_S00000_W000000": "ok",
     "EN_B00009_S00000_W000001": "ok",
-    "EN_B00009_S00001_W000000": "corrupt",
+    "EN_B00009_S00001_W000000": "truncated",
     "EN_B00009_S00001_W000001": "zero_length",
     "EN_B00009_S00001_W000002": "non_finite",
     "EN_B00009_S00001_W000003": "missing_transcript",

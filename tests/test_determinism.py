@@ -100,7 +100,7 @@ def test_soda_local_data_stages_twice_from_scratch_on_ray(tmp_path):
 
     outputs = {}
     for name, cpus in (("a", 2), ("b", 1)):
-        ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False,
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, configure_logging=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
         try:
             prefix = tmp_path / name

@@ -108,12 +108,12 @@ def test_bad_inputs_are_counted_and_too_many_fail_the_step(tmp_path):
     with pytest.raises(RuntimeError) as info:
         encode_speech(_config(tmp_path / "strict", inputs=[bad_tar, SHARDS[1]]))
     message = str(info.value)
-    assert "max_bad_fraction" in message and "EN-BAD.tar::EN_B00009_S00001_W000000: corrupt" in message
+    assert "max_bad_fraction" in message and "EN-BAD.tar::EN_B00009_S00001_W000000: truncated" in message
     for reason in ("zero_length", "non_finite", "missing_transcript", "malformed_metadata", "unreadable_format"):
         assert reason in message
     stats = json.loads((tmp_path / "strict" / "stats.json").read_text())
-    assert stats["skipped"] == {"corrupt": 1, "malformed_metadata": 1, "missing_transcript": 1,
-                                "non_finite": 1, "unreadable_format": 1, "zero_length": 2}
+    assert stats["skipped"] == {"malformed_metadata": 1, "missing_transcript": 1, "non_finite": 1,
+                                "truncated": 1, "unreadable_format": 1, "zero_length": 2}
     assert len(stats["bad_inputs"]) == 7
 
     summary = encode_speech(_config(tmp_path / "lenient", inputs=[bad_tar, SHARDS[1]], max_bad_fraction=0.5))
@@ -135,7 +135,7 @@ def test_full_size_mimi_on_local_corpus(tmp_path):
 @pytest.mark.slow
 def test_ray_runs_one_task_per_shard(tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = encode_speech(_config(tmp_path, inputs=SHARDS))
     finally:

@@ -6,8 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from pipeline import storage
 from tests.executor_dag import GOLDEN_NAMES
 
@@ -35,13 +33,6 @@ def finish(proc, timeout=180):
 
 def ledger_lines(ledger):
     return open(ledger).read().splitlines()
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    path = tmp_path / "ledger.txt"
-    path.write_text("")
-    return str(path)
 
 
 def test_two_executors_at_once_run_each_step_exactly_once(prefix, ledger):

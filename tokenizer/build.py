@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
@@ -264,12 +265,45 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--num-codebooks", type=int, default=NUM_CODEBOOKS)
     parser.add_argument("--codebook-size", type=int, default=CODEBOOK_SIZE)
     args = parser.parse_args(argv)
-    summary = build_tokenizer_step(
-        BuildTokenizerConfig(args.base, args.num_codebooks, args.codebook_size, args.out)
-    )
+    problem = _cli_problem(args)
+    if problem is None:  # the checks above run before the base tokenizer loads
+        try:
+            summary = build_tokenizer_step(
+                BuildTokenizerConfig(args.base, args.num_codebooks, args.codebook_size, args.out)
+            )
+        except (OSError, ValueError) as exc:  # the base could not be loaded or extended
+            problem = f"--base {args.base}: {type(exc).__name__}: {exc}"
+    if problem is not None:
+        print(f"soda build-tokenizer: {' '.join(problem.split())}", file=sys.stderr)
+        return 2
     specials = ", ".join(f"{t} {i}" for t, i in summary["special_ids"].items())
     print(
         f"wrote {args.out}: {summary['vocab_size']} ids (base {summary['base_vocab_size']}; "
         f"{specials}; audio {summary['audio_base_id']}..{summary['vocab_size'] - 1})"
     )
     return 0
+
+
+def _cli_problem(args) -> Optional[str]:
+    from steps.cli_checks import first_problem, input_dir_problem, number_problem, overwrite_problem
+
+    problem = first_problem(
+        number_problem("--num-codebooks", args.num_codebooks, minimum=1),
+        number_problem("--codebook-size", args.codebook_size, minimum=1),
+        number_problem("--num-codebooks x --codebook-size", args.num_codebooks * args.codebook_size,
+                       maximum=0x10FFFF - UNICODE_OFFSET),  # one Unicode character per audio token
+    )
+    base = args.base
+    if problem or base == LLAMA3 or base.startswith("hf://"):
+        return problem
+    if "://" in base:
+        return input_dir_problem(base, "--base")
+    if os.path.isdir(base):
+        if not any(os.path.exists(os.path.join(base, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+            return f"--base {base}: the directory holds no tokenizer.json or tokenizer_config.json"
+        return overwrite_problem([("--out", args.out)], [("--base", base)])
+    if os.path.exists(base):
+        return f"--base {base}: is a file, expected `llama3`, a tokenizer directory or an HF id"
+    if os.path.isabs(base) or base.startswith((".", "~")) or base.count("/") > 1:  # a path, not an HF id
+        return f"--base {base}: no such directory"
+    return None  # an HF id: transformers loads (and checks) it

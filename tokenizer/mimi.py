@@ -11,6 +11,9 @@
   on the right, runs the encoder once, and trims each item to ceil(samples / 1920) frames. Mimi's
   encoder is causal (causal convolutions, causal sliding-window attention), so right padding does
   not change the codes of the real frames.
+- `encode_stream(model, chunks)` encodes one waveform of any length a window (30 s) at a time in
+  bounded memory, with transformers' streaming mode (padding cache, sliding-window key/value
+  cache); audio within one window gets `encode`'s codes. `soda encode` uses it.
 - `decode(model, codes)` turns (8, frames) or (B, 8, frames) codes back into 24 kHz audio.
 
 Torch and transformers are imported inside the functions (importing this module stays cheap).
@@ -21,8 +24,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -34,6 +38,7 @@ NUM_CODEBOOKS = 8  # SODA keeps the first 8 of Mimi's 32 residual codebooks
 CODEBOOK_SIZE = 2_048
 DEFAULT_MODEL = "kyutai/mimi"
 RANDOM_MODEL = "random"
+STREAM_WINDOW_FRAMES = 375  # encode_stream's window: 30 s of audio per Mimi call (~0.8 GB on CPU, full size)
 
 
 def best_device() -> str:
@@ -196,6 +201,61 @@ def encode(model, waveforms: Sequence[np.ndarray], num_codebooks: int = NUM_CODE
     return [codes[i, :, : frames_for_samples(n)] for i, n in enumerate(lengths)]
 
 
+def encode_stream(model, chunks: Iterable[np.ndarray], num_codebooks: int = NUM_CODEBOOKS,
+                  window_frames: int = STREAM_WINDOW_FRAMES) -> Iterator[np.ndarray]:
+    """Encode one 24 kHz mono waveform of any length, given as consecutive chunks of any sizes (such
+    as `steps.audio_io.iter_audio_chunks`), a window of `window_frames` frames at a time; yield
+    one int array (num_codebooks, frames) per window. Memory is bounded by the window.
+
+    Audio that fits in one window is encoded by `encode` (the same codes). Longer audio runs through
+    transformers' streaming mode: the convolutions carry their left context across windows in a
+    padding cache (exactly what one call over the whole file computes), and the encoder transformer
+    keeps the keys and values of its last `sliding_window - 1` steps (249 at 25 Hz, 10 s: the
+    context Mimi was trained with), so a step attends to between 250 and 249 + 2 * window_frames
+    past steps. One call of `MimiModel.encode` over a whole long file instead attends to everything
+    before (its sdpa path ignores `sliding_window`), so the codes of frames more than ~10 s into a
+    file longer than one window can differ from that call's; the last window is zero-padded to
+    whole frames and trimmed to ceil(samples / 1920) frames, as `encode` does.
+    """
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    window = window_frames * SAMPLES_PER_FRAME
+    pending: list[np.ndarray] = []
+    held = 0
+    kv_cache = padding_cache = None
+    device = next(model.parameters()).device
+
+    def streamed(samples: np.ndarray) -> np.ndarray:
+        nonlocal kv_cache, padding_cache
+        if kv_cache is None:
+            kv_cache = DynamicCache(config=model.config)  # sliding-window layers: bounded
+        with torch.no_grad():
+            out = model.encode(torch.from_numpy(samples)[None, None].to(device), num_quantizers=num_codebooks,
+                               encoder_past_key_values=kv_cache, padding_cache=padding_cache, use_streaming=True,
+                               return_dict=True)
+        padding_cache = out.padding_cache
+        return out.audio_codes[0].to("cpu").numpy().astype(np.int64)
+
+    for chunk in chunks:
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if chunk.ndim != 1:
+            raise ValueError(f"audio chunk has shape {chunk.shape}; expected 1-D mono audio")
+        pending.append(chunk)
+        held += len(chunk)
+        while held > window:  # a whole window with more audio after it
+            joined = np.concatenate(pending)
+            pending, held = [joined[window:]], held - window
+            yield streamed(np.ascontiguousarray(joined[:window]))
+    tail = np.concatenate(pending) if pending else np.zeros(0, dtype=np.float32)
+    if kv_cache is None:  # the whole audio fits in one window
+        yield encode(model, [tail], num_codebooks=num_codebooks)[0]
+    elif held:
+        padded = np.zeros(frames_for_samples(held) * SAMPLES_PER_FRAME, dtype=np.float32)
+        padded[:held] = tail
+        yield streamed(padded)[:, : frames_for_samples(held)]
+
+
 def decode(model, codes) -> np.ndarray:
     """Decode codes (num_codebooks, frames) -> float32 (samples,), or (B, K, F) -> (B, samples)."""
     import torch
@@ -220,6 +280,8 @@ def decode(model, codes) -> np.ndarray:
 
 
 def encode_cli(argv: Sequence[str]) -> int:
+    """`soda encode FILE`: the file is read through twice, a window at a time (never whole): once to
+    check it before the model loads, once to encode it with `encode_stream`."""
     parser = argparse.ArgumentParser(
         prog="soda encode", description="Encode an audio file to Mimi codes written as private-use characters."
     )
@@ -229,23 +291,31 @@ def encode_cli(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default=None, help="cuda or cpu (default: best available)")
     args = parser.parse_args(list(argv))
 
-    from steps.audio_io import BadAudioError, load_audio_file
+    from steps.audio_io import BadAudioError, iter_audio_chunks
+    from steps.cli_checks import first_problem, input_file_problem, output_file_problem, overwrite_problem
     from tokenizer.audio import codes_to_chars
 
+    problem = first_problem(input_file_problem(args.audio),
+                            args.out and output_file_problem(args.out),
+                            args.out and overwrite_problem([("--out", args.out)], [("", args.audio)]))
+    if problem:
+        return _cli_error("encode", problem)
+    ext = os.path.splitext(args.audio)[1].lstrip(".").lower() or None  # for formats libsndfile lacks
     try:
-        audio = load_audio_file(args.audio)
-    except (BadAudioError, FileNotFoundError) as exc:
-        print(f"soda encode: {args.audio}: {exc}", file=sys.stderr)
+        samples = sum(len(c) for c in iter_audio_chunks(args.audio, ext))  # every check, before the model loads
+    except (BadAudioError, OSError) as exc:
+        return _cli_error("encode", f"{args.audio}: {exc}")
+    model = _load_for_cli("encode", args.model, args.device)
+    if model is None:
         return 1
-    model = load_mimi(args.model, device=args.device)
     if is_random_mimi(model):
         print("soda encode: warning: --model random gives plumbing codes, not speech tokens", file=sys.stderr)
-    (codes,) = encode(model, [audio])
+    chunks = iter_audio_chunks(args.audio, ext, chunk_samples=STREAM_WINDOW_FRAMES * SAMPLES_PER_FRAME)
+    codes = np.concatenate(list(encode_stream(model, chunks, window_frames=STREAM_WINDOW_FRAMES)), axis=1)
     text = codes_to_chars(codes)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
-        print(f"wrote {codes.shape[1]} frames ({len(text)} audio tokens, {len(audio) / MIMI_SAMPLE_RATE:.2f} s) to {args.out}")
+        _write_atomic(args.out, text.encode("utf-8"))
+        print(f"wrote {codes.shape[1]} frames ({len(text)} audio tokens, {samples / MIMI_SAMPLE_RATE:.2f} s) to {args.out}")
     else:
         print(text)
     return 0
@@ -261,21 +331,60 @@ def decode_cli(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default=None, help="cuda or cpu (default: best available)")
     args = parser.parse_args(list(argv))
 
+    import io
+
     import soundfile as sf
 
+    from steps.cli_checks import first_problem, output_file_problem, overwrite_problem, read_text_file
     from tokenizer.audio import chars_to_codes
 
-    with open(args.codes, encoding="utf-8") as f:
-        text = "".join(f.read().split())  # tolerate a trailing newline
+    problem = first_problem(overwrite_problem([("--out", args.out)], [("", args.codes)]),
+                            output_file_problem(args.out))
+    if problem:
+        return _cli_error("decode", problem)
+    text, problem = read_text_file(args.codes)
+    if problem:
+        return _cli_error("decode", problem)
+    text = "".join(text.split())  # tolerate a trailing newline
+    if not text:
+        return _cli_error("decode", f"{args.codes}: holds only whitespace, no audio codes")
     try:
         codes = chars_to_codes(text, num_codebooks=NUM_CODEBOOKS)
     except ValueError as exc:
-        print(f"soda decode: {args.codes}: {exc}", file=sys.stderr)
+        return _cli_error("decode", f"{args.codes}: {exc}")
+    model = _load_for_cli("decode", args.model, args.device)
+    if model is None:
         return 1
-    model = load_mimi(args.model, device=args.device)
     if is_random_mimi(model):
         print("soda decode: warning: --model random decodes to noise, not speech", file=sys.stderr)
     audio = decode(model, codes)
-    sf.write(args.out, audio, MIMI_SAMPLE_RATE, subtype="PCM_16")
+    buf = io.BytesIO()
+    sf.write(buf, audio, MIMI_SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    _write_atomic(args.out, buf.getvalue())
     print(f"wrote {len(audio) / MIMI_SAMPLE_RATE:.2f} s of 24 kHz audio to {args.out}")
     return 0
+
+
+def _cli_error(command: str, message: str) -> int:
+    print(f"soda {command}: {' '.join(str(message).split())}", file=sys.stderr)  # one line
+    return 1
+
+
+def _load_for_cli(command: str, model: str, device: Optional[str]):
+    try:
+        return load_mimi(model, device=device)
+    except OSError as exc:
+        _cli_error(command, str(exc))
+        return None
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write `path` through a temporary file beside it, so a failure leaves no half-written file."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

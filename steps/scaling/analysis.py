@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pipeline import strict_json
 from pipeline.step import this_output_path
 from steps.scaling.runs import RunsError, read_runs_csv, runs_from_rows, runs_to_csv
 
@@ -187,7 +188,7 @@ def run_scaling_analysis(config: ScalingAnalysisConfig) -> None:
                        level=config.level, huber_delta=config.huber_delta)
     law = law_from_fit(fits)
     fits["predictions"] = [predict_at_k(law, c, k) for k in config.predict_ks for c in config.predict_compute]
-    plots.write_bytes(f"{out}/fits.json", json.dumps(fits, indent=2).encode())
+    plots.write_bytes(f"{out}/fits.json", strict_json.dumps(fits, indent=2).encode())
     extra = sorted({k for e in runs.extra for k in e if k != "name"})
     plots.write_bytes(f"{out}/runs.csv", runs_to_csv(runs, extra).encode())
     a2, a3 = fits["approach2"], fits["approach3"]
@@ -204,7 +205,7 @@ def run_scaling_analysis(config: ScalingAnalysisConfig) -> None:
         "files": ["fits.json", "runs.csv", *(p.rsplit("/", 1)[-1] for p in written)],
         **({"approach2_error": a2_error} if a2_error else {}),
     }
-    plots.write_bytes(f"{out}/summary.json", json.dumps(summary, indent=2).encode())
+    plots.write_bytes(f"{out}/summary.json", strict_json.dumps(summary, indent=2).encode())
     shown = (f"approach 2 not fitted ({a2_error})" if a2_error else
              f"N* ~ C^{a2['n_exponent']:.3f}, D* ~ C^{a2['d_exponent']:.3f} (approach 2)")
     logger.info("scaling analysis of %d runs (%d skipped): %s; alpha %.3f, beta %.3f (approach 3) -> %s",
@@ -254,11 +255,11 @@ def run_correlation(config: CorrelationConfig) -> None:
     rows = correlate(table, config.nll_metric, metrics)
     result = {"nll_metric": config.nll_metric, "runs": len(table), "skipped": skipped,
               "correlations": [r.as_dict() for r in rows]}
-    plots.write_bytes(f"{out}/correlations.json", json.dumps(result, indent=2).encode())
+    plots.write_bytes(f"{out}/correlations.json", strict_json.dumps(result, indent=2).encode())
     plots.write_bytes(f"{out}/correlations.md", (as_markdown(rows, config.nll_metric) + "\n").encode())
     written = plots.plot_nll_vs_metrics(table, config.nll_metric, out, metrics, highlight)
     summary = {"runs": len(table), "skipped": skipped, "nll_metric": config.nll_metric,
                "pearson": {r.metric: r.pearson for r in rows}, "spearman": {r.metric: r.spearman for r in rows},
                "files": ["correlations.json", "correlations.md", *(p.rsplit("/", 1)[-1] for p in written)]}
-    plots.write_bytes(f"{out}/summary.json", json.dumps(summary, indent=2).encode())
+    plots.write_bytes(f"{out}/summary.json", strict_json.dumps(summary, indent=2).encode())
     logger.info("correlated %s with %d metrics over %d runs -> %s", config.nll_metric, len(rows), len(table), out)

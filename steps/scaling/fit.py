@@ -100,9 +100,7 @@ def _pair(text: str) -> tuple[float, float]:
         a, b = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected two numbers joined by a comma, like 1e9,2e10; got {text!r}")
-    if not (a > 0 and b > 0):
-        raise argparse.ArgumentTypeError(f"both numbers must be positive, got {text!r}")
-    return a, b
+    return a, b  # both must be finite and positive: checked after parsing, with the other flags
 
 
 def _report(fits: dict) -> str:
@@ -145,11 +143,20 @@ def cli_main(argv: Sequence[str]) -> int:
     parser.add_argument("--predict-k", type=_pair, nargs="*", default=[], metavar="C,K",
                         help="predict the loss at compute C (=6ND) with K times the optimal data")
     args = parser.parse_args(list(argv))
-    if args.bootstrap < 0:
-        parser.error("--bootstrap must be >= 0")
+    from steps.cli_checks import first_problem, number_problem, read_text_file
+
+    text, problem = read_text_file(args.runs_csv)
+    problem = first_problem(
+        number_problem("--bootstrap", args.bootstrap, minimum=0), number_problem("--seed", args.seed, minimum=0),
+        *(number_problem(flag, v, above=0) for flag, pairs in (("--predict", args.predict),
+                                                             ("--predict-k", args.predict_k))
+          for pair in pairs for v in pair), problem)
+    if problem:
+        print(f"soda fit-scaling: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING)
     try:
-        runs = read_runs_csv(args.runs_csv)
+        runs = read_runs_csv(args.runs_csv, text=text)
         fits = fit_scaling(runs, params_kind="total" if args.params_total else "nonembedding",
                            bootstrap=args.bootstrap, seed=args.seed)
     except (RunsError, FileNotFoundError) as e:

@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -274,11 +275,21 @@ def cli_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     budgets = tuple(args.budgets) if args.budgets else (
         PAPER_FORWARD_BUDGETS if args.forward_labels else PAPER_TRAINING_BUDGETS)
-    if any(not b > 0 for b in budgets):
-        parser.error(f"budgets must be positive, got {list(budgets)}")
-    cfg = IsoFlopGridConfig(budgets=budgets, forward_labels=args.forward_labels,
-                            extra_points=tuple(args.extra))
-    candidates = grid_candidates(cfg)
+    from steps.cli_checks import first_problem, number_problem
+
+    problem = first_problem(*(number_problem("--budgets", b, above=0) for b in budgets),
+                            *(number_problem("--extra budget", b, above=0) for b, _ in args.extra),
+                            *(number_problem("--extra width", w, minimum=1) for _, w in args.extra))
+    if problem is None:
+        try:
+            cfg = IsoFlopGridConfig(budgets=budgets, forward_labels=args.forward_labels,
+                                    extra_points=tuple(args.extra))
+            candidates = grid_candidates(cfg)
+        except ValueError as exc:
+            problem = str(exc)
+    if problem is not None:
+        print(f"soda isoflop-grid: {' '.join(problem.split())}", file=sys.stderr)
+        return 2
     shown = [c for c in candidates if args.show_dropped or not c.dropped]
     if args.json:
         for c in shown:

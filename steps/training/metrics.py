@@ -10,6 +10,9 @@ Object stores cannot append, so there the whole file is rewritten every `flush_e
 and at finish. On resume the first row of the new session drops rows at or after its step
 (they were logged after the checkpoint the run restarted from), and a line is appended to
 `{output}/train_sessions.jsonl`: {"session": n, "first_step": s, "time": ...}.
+
+Every line is strict JSON: a NaN or infinite value (a diverged loss) is written as null, and the row
+counts it, e.g. `"non_finite": {"train/loss": {"nan": 1}}` (see pipeline.strict_json).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from typing import Any, Mapping, Optional
+
+from pipeline import strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ def _scalar(value: Any) -> Optional[float | int | bool | str]:
     if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return value  # a NaN or infinity is written as null, counted in the row's `non_finite`
     try:
         import numpy as np
 
@@ -60,8 +64,7 @@ def _scalar(value: Any) -> Optional[float | int | bool | str]:
         return None
     if arr.shape != () or arr.dtype.kind not in "biuf":
         return None
-    item = arr.item()
-    return item if not isinstance(item, float) or math.isfinite(item) else str(item)
+    return arr.item()
 
 
 def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -147,7 +150,7 @@ class JsonlMetricsTracker:
         if self.local:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(strict_json.dumps(row) + "\n")
                 f.flush()
         else:
             self._rows.append(row)
@@ -162,7 +165,7 @@ class JsonlMetricsTracker:
     def _write_all(url: str, rows: list[dict]) -> None:
         from steps.sharding import atomic_write_bytes
 
-        atomic_write_bytes(url, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        atomic_write_bytes(url, "".join(strict_json.dumps(r) + "\n" for r in rows).encode())
 
 
 def _register():

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pipeline import this_output_path
+from steps.training import levanter_fixes
 from steps.training.accounting import ModelShape, params_nonembedding, params_total, training_flops
 from steps.training.mixtures import FINAL, Mixture, anneal_start_step, levanter_train_weights
 from steps.training.optimizer import IsoFlopRecipe, SodaRecipe
@@ -283,6 +284,7 @@ def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] =
         # GPU backends ignore this setting. It must be set before jax.distributed.initialize.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     lm_config = build_train_lm_config(config, plan, warm_dir, distributed)
+    levanter_fixes.apply()
     main(lm_config)
     return {"jax_process_count": jax.process_count(), "jax_process_index": jax.process_index(),
             "jax_device_count": jax.device_count(), "jax_local_device_count": jax.local_device_count(),
@@ -357,14 +359,20 @@ def _jax_layout(config: TrainConfig, hosts: list[dict]) -> dict[str, Any]:
                                          "jax_backend")}}
 
 
+def _loss(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
 def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict]] = None) -> dict[str, Any]:
     """`summary.json` of the run; `hosts` are train_on_host's reports, one per JAX process."""
     from steps.sharding import atomic_write_json, join
     from steps.training.metrics import METRICS_FILE, SESSIONS_FILE, read_jsonl
 
     rows = read_jsonl(join(config.output_path, METRICS_FILE))
-    losses = [(r["step"], r["train/loss"]) for r in rows if isinstance(r.get("train/loss"), (int, float))]
-    evals = [(r["step"], r["eval/loss"]) for r in rows if isinstance(r.get("eval/loss"), (int, float))]
+    # A loss that was NaN or inf is null in metrics.jsonl (strict JSON): it stays NaN here, so a diverged
+    # run's final loss is written as null and counted under "non_finite", never an earlier finite loss.
+    losses = [(r["step"], _loss(r["train/loss"])) for r in rows if "train/loss" in r]
+    evals = [(r["step"], _loss(r["eval/loss"])) for r in rows if "eval/loss" in r]
     # Levanter numbers steps from 0: a row at step s is logged after s + 1 optimizer updates.
     steps = max((r["step"] for r in rows), default=-1) + 1
     tokens = steps * config.batch_size * plan.seq_len
