@@ -2,9 +2,10 @@
 
 One record per experiment DAG. Each real run appends a run entry (who, when, git commit,
 command line, and per step: action, status, start, end, duration) and rewrites the record as
-steps finish, so the file also shows a run in progress. `soda log` reads it back. An unreadable
-record never stops a run or `soda log`, and a run whose executor died shows as `died`
-(`pipeline.record_check` says how each is told).
+steps finish, so the file also shows a run in progress. Executors running the DAG at once each
+save by read-merge-write under a lock (`pipeline.record_merge`), so every run's entry is kept.
+`soda log` reads it back. An unreadable record never stops a run or `soda log`, and a run whose
+executor died shows as `died` (`pipeline.record_check` says how each is told).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Optional
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
 
 from pipeline import storage
 from pipeline.lease import Lease
 from pipeline.plan import Plan, PlannedStep
 from pipeline.record_check import (DIED, RECORD_SCHEMA, UnreadableRecord, drop_run_lease, is_set_aside, mark_died,
                                    read_record, set_aside, take_run_lease)
+from pipeline.record_merge import save_merged
 from pipeline.redaction import redact_argv
 
 logger = logging.getLogger(__name__)
@@ -100,10 +103,12 @@ class ExperimentRecord:
     writable = True  # False when an unreadable record could not be moved aside: it is left as it is
     _lease_wanted = False  # the run lease is taken at the first save
     _run_lease: Optional[Lease] = None
+    _died: Mapping[str, dict[str, Any]] = MappingProxyType({})  # per instance: runs found died at opening
 
     def __init__(self, prefix: str, experiment: str, plan: Plan, description: Optional[str], run_id: str):
         self.url = record_path(prefix, experiment, plan.dag_hash())
         self._lease_wanted = True
+        self._died: dict[str, dict[str, Any]] = {}  # run_id -> entry: runs found died when the record was opened
         self.data: dict[str, Any] = {
             "schema": RECORD_SCHEMA,
             "experiment": experiment,
@@ -151,6 +156,7 @@ class ExperimentRecord:
         if existing is None:
             return []
         for run in mark_died(existing, self.url):
+            self._died[run.get("run_id")] = run
             logger.warning("experiment record %s: run %s stopped without recording its outcome (its executor "
                            "died); marked %s", self.url, run.get("run_id"), DIED)
             if run.get("run_lease"):
@@ -172,7 +178,7 @@ class ExperimentRecord:
                                "this run lives from its steps' leases and its pid", self.url, e)
             if self._run_lease is not None:
                 self.run["run_lease"] = True
-        storage.write_json_atomic(self.url, self.data)
+        save_merged(self.url, self.data, self.run, self._died)  # other executors' runs kept as the record has them
 
     def finish(self, status: str) -> None:
         self.run["status"] = status

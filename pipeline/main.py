@@ -115,17 +115,32 @@ def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = No
     """Plan and run `steps` as the command line asks; exit non-zero naming failed steps.
 
     `env`: environment variables every step's Ray task gets (on a cluster, workers do not inherit the
-    driver's environment)."""
+    driver's environment).
+
+    Everything it prints and logs, and what Ray forwards from the steps, is redacted like the files
+    under the prefix (pipeline.redacted_output)."""
+    from pipeline.redacted_output import redacted_output
+    from pipeline.redaction import redact
+
+    try:
+        if config is None:
+            config = parse_main_config(argv)
+        else:
+            check_main_config(config)
+    except SystemExit as e:  # its message echoes flag values
+        raise SystemExit(redact(e.code) if isinstance(e.code, str) else e.code) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with redacted_output():
+        return _run_main(steps, description, config, experiment_name, env)
+
+
+def _run_main(steps: Sequence[ExecutorStep], description: Optional[str], config: ExecutorMainConfig,
+              experiment_name: Optional[str], env: Optional[dict[str, str]]) -> int:
     from pipeline.executor import Executor, ExecutorError, RelativePrefixError, RunInterrupted
     from pipeline.experiment_log import default_prefix
     from pipeline.placement import ClusterFileError
     from pipeline.plan import PlanError
 
-    if config is None:
-        config = parse_main_config(argv)
-    else:
-        check_main_config(config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prefix = config.prefix or default_prefix()
     try:
         executor = Executor(prefix, experiment_name=experiment_name, description=description,

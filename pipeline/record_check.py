@@ -11,8 +11,8 @@ is nothing to migrate: a record of another schema is moved aside too, whole, so 
 
 Alive. From the run's first write of the record until it records its outcome, its executor holds a
 run lease (`pipeline.lease` at `experiments/.runs/{run_id}/`): a flock on local disk, which the kernel
-drops when the process dies, even by kill -9; a heartbeat on object stores, stale `ttl` (90 s) after
-its last beat. A run shown `running` has died when
+drops when the process dies, even by kill -9; a heartbeat on object stores (on gs:// written with
+generation-match preconditions), stale `ttl` (90 s) after its last beat. A run shown `running` has died when
 - it took a run lease (`run_lease: true`): nobody holds that lease any more;
 - else (written before run leases, or its lease could not be taken): some of its steps are running and
   no lease of theirs is held by it; with none running (between steps, waiting on another executor), it
@@ -32,7 +32,7 @@ import time
 from typing import Any, Optional
 
 from pipeline import storage
-from pipeline.lease import HeartbeatLease, Lease, LocalLease, lease_for
+from pipeline.lease import Lease, lease_for
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def take_run_lease(record_url: str, run_id: str) -> Optional[Lease]:
     where = _run_lease_dir(record_url, run_id)
     if where is None:
         return None
-    lease = LocalLease(where, run_id) if storage.is_local(where) else HeartbeatLease(where, run_id, settle=0.0)
+    lease = lease_for(where, run_id, settle=0.0)
     return lease if lease.try_acquire() else None
 
 

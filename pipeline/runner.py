@@ -73,13 +73,29 @@ def _shutdown_ray() -> None:
         _runtime_thread_done = None
 
 
+class StepFailed(Exception):
+    """A step's exception, as its redacted traceback text: what leaves the Ray task names no secret."""
+
+
 def _call_step(fn: Callable[[Any], Any], config: Any, name: str) -> None:
-    """Body of the Ray task: run one step function (its return value is dropped)."""
+    """Body of the Ray task: run one step function (its return value is dropped).
+
+    What the step prints and logs (the worker's log files, forwarded to the driver's console) and the
+    exception it raises are redacted like the files under the prefix (pipeline.redacted_output)."""
+    import traceback
+
+    from pipeline.redacted_output import redacted_output
+    from pipeline.redaction import redact
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pipeline").info("step %s started", name)
-    started = time.time()
-    fn(config)
-    logging.getLogger("pipeline").info("step %s finished in %.1fs", name, time.time() - started)
+    with redacted_output():
+        logging.getLogger("pipeline").info("step %s started", name)
+        started = time.time()
+        try:
+            fn(config)
+        except Exception as e:  # not KeyboardInterrupt: Ray's cancellation must stay what it is
+            raise StepFailed(redact("".join(traceback.format_exception(e))).rstrip()) from None
+        logging.getLogger("pipeline").info("step %s finished in %.1fs", name, time.time() - started)
 
 
 @dataclass
@@ -266,6 +282,10 @@ def _format_remote_error(e: BaseException, name: str = "?", retries: int = 0) ->
     if not text:
         return "".join(traceback.format_exception(e))
     first, _, rest = text.partition("\n")
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, StepFailed) and first.startswith("ray::"):  # the step's own (redacted) traceback
+        frames = str(cause).partition("\n")[2]  # without its "Traceback (most recent call last):" line
+        return f"Traceback (most recent call last), in Ray task {first[5:]}:\n{frames}"
     if first.startswith("ray::"):  # Ray's header: "ray::name() (pid=..., ip=...)", then the frames
         return f"Traceback (most recent call last), in Ray task {first[5:]}:\n{rest}"
     return text

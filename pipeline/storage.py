@@ -110,10 +110,15 @@ def write_text_atomic(url: str, text: str) -> None:
     fs.pipe_file(path, text.encode("utf-8"))  # one object PUT: atomic on object stores
 
 
+def json_text(data: Any) -> str:
+    """`data` as the text `write_json_atomic` writes: strict JSON (`pipeline.strict_json`), credentials redacted."""
+    data = redact_data(strict_json.with_counts(data))  # counted first: redaction writes a numpy NaN as "nan"
+    return json.dumps(data, allow_nan=False, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def write_json_atomic(url: str, data: Any) -> None:
     """Write `data` as strict JSON (see `pipeline.strict_json`) with credentials redacted (`pipeline.redaction`)."""
-    data = redact_data(strict_json.with_counts(data))  # counted first: redaction writes a numpy NaN as "nan"
-    write_text_atomic(url, json.dumps(data, allow_nan=False, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(url, json_text(data))
 
 
 def exists(url: str) -> bool:
@@ -244,6 +249,83 @@ def write_status(output_path: str, status: str, run_id: str, error: Optional[str
                           redact(error) if error else None, redact(traceback) if traceback else None)
     write_json_atomic(join(output_path, STATUS_FILE), record.__dict__)
     return record
+
+
+# ---- conditional writes on gs:// (google-cloud-storage generation preconditions) ---------------------
+
+_gcs_clients: dict[tuple, Any] = {}  # (pid, emulator) -> client: a forked child, or a new emulator, gets its own
+
+
+def is_gcs(url: str) -> bool:
+    return url.startswith("gs://")
+
+
+def gcs_client():
+    """One google-cloud-storage client per process; it honours STORAGE_EMULATOR_HOST (the emulator)."""
+    key = (os.getpid(), os.environ.get("STORAGE_EMULATOR_HOST"))
+    client = _gcs_clients.get(key)
+    if client is None:
+        from google.cloud import storage as gcs
+
+        # the project only names who pays for bucket listings: object reads and writes need none
+        client = _gcs_clients.setdefault(key, gcs.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT")))
+    return client
+
+
+def gcs_blob(url: str):
+    bucket, _, name = url[len("gs://"):].partition("/")
+    if not bucket or not name:
+        raise ValueError(f"{url!r} names no object: want gs://bucket/path")
+    return gcs_client().bucket(bucket).blob(name)
+
+
+def gcs_read(url: str) -> tuple[Optional[str], int]:
+    """(text, generation) of the object at `url`; (None, 0) when there is none (0 is what `if_generation_match`
+    takes to mean "does not exist")."""
+    from google.api_core.exceptions import NotFound
+
+    blob = gcs_blob(url)
+    try:
+        data = blob.download_as_bytes()
+    except NotFound:
+        return None, 0
+    return data.decode("utf-8"), int(blob.generation)
+
+
+def gcs_write_if(url: str, text: str, generation: int) -> Optional[int]:
+    """Write `text` only if the object's generation is still `generation` (0: only if it does not exist).
+
+    Returns the new generation, or None when the precondition failed (HTTP 412: someone else wrote first).
+    Other errors propagate; after a transport error the write may or may not have happened."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    blob = gcs_blob(url)
+    try:
+        blob.upload_from_string(text.encode("utf-8"), content_type="application/json",
+                                if_generation_match=generation)
+    except PreconditionFailed:
+        return None
+    return int(blob.generation)
+
+
+def gcs_delete_if(url: str, generation: int) -> bool:
+    """Delete the object only if its generation is still `generation`; False if it changed or is gone."""
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    try:
+        gcs_blob(url).delete(if_generation_match=generation)
+    except (PreconditionFailed, NotFound):
+        return False
+    return True
+
+
+def gcs_transient(e: BaseException) -> bool:
+    """Whether `e` is an error after which a GCS request may be retried (the request may have landed)."""
+    import requests
+    from google.api_core import exceptions as api
+
+    return isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
+                          api.ServerError, api.TooManyRequests))
 
 
 def _local(url: str) -> str:

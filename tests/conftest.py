@@ -32,6 +32,20 @@ def ledger(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def gcs(request):
+    """A GCS emulator (fake-gcs-server behind the precondition proxy) for the module, with the bucket
+    its `BUCKET` names; skipped where the binary is missing."""
+    from infra.gcs_emulator import GcsEmulator, _binary
+
+    try:
+        _binary()
+    except (ImportError, RuntimeError) as e:
+        pytest.skip(f"no fake-gcs-server binary: {e}")
+    with GcsEmulator(buckets=[request.module.BUCKET]) as emulator:
+        yield emulator
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("SODA_RUN_SLOW") == "1":
         # the rehearsals (10-17 minutes each) go last, so CI's budget (SODA_SLOW_DEADLINE) is spent on them

@@ -16,13 +16,15 @@ environment chooses the faults:
     SODA_TEST_RESOURCES   JSON: step name -> ResourceConfig fields, e.g. {"gen/a": {"custom": {"big": 1}}}
     SODA_TEST_RETRIES     Ray max_retries of every step (default 0)
     SODA_TEST_SECRET_CONFIG a string put in gen/a's and gen/b's (unversioned) config, e.g. a URL with a token
-    SODA_TEST_LEAK        comma-separated environment names whose values gen/b's deliberate failure prints
+    SODA_TEST_LEAK        comma-separated environment names whose values gen/b's deliberate failure prints;
+                          every gen step also prints them (stdout, split across writes), to stderr and logs them
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -72,8 +74,8 @@ def _record_start(probe: str, out: str) -> None:
     except Exception:  # not under Ray
         pass
     os.makedirs(probe, exist_ok=True)
-    with open(os.path.join(probe, f"{name}.{os.getpid()}.json"), "w") as f:
-        json.dump({"step": name, "pid": os.getpid(), "node_id": node, "time": time.time()}, f)
+    record = {"step": name, "pid": os.getpid(), "node_id": node, "time": time.time()}
+    _write_atomic(os.path.join(probe, f"{name}.{os.getpid()}.json"), json.dumps(record).encode())  # tests poll it
     _ledger(probe, f"start {name} {os.getpid()}")
 
 
@@ -101,9 +103,22 @@ def part_text(seed: int, index: int) -> bytes:
     return (line * (PART_BYTES // len(line) + 1))[:PART_BYTES].encode()
 
 
+def _leak_to_console(name: str) -> None:
+    """Print and log the SODA_TEST_LEAK values, the way a careless step would (for the console tests)."""
+    for key in [k for k in os.environ.get("SODA_TEST_LEAK", "").split(",") if os.environ.get(k)]:
+        value = os.environ[key]
+        half = len(value) // 2
+        sys.stdout.write(f"{name} prints {key}={value[:half]}")  # one line, written in two pieces
+        sys.stdout.flush()
+        print(f"{value[half:]} and its repr {value!r}", flush=True)
+        print(f"{name} warns {key} {json.dumps(value)}", file=sys.stderr, flush=True)
+        logging.getLogger("fault_dag").warning("%s logs %s=%s", name, key, value)
+
+
 def write_parts(config: PartsConfig) -> None:
     _record_start(config.probe, config.out)
     name = os.path.basename(config.out)
+    _leak_to_console(name)
     os.makedirs(config.out, exist_ok=True)
     for i in range(config.parts):
         if config.fail_marker and i == config.parts // 2 and os.path.exists(config.fail_marker):

@@ -17,8 +17,8 @@ LR schedule at the pre-training's last step.)
 Resume: the run's checkpoints are `{output}/checkpoints/step-N` with the output's basename as
 run id, exactly as for pre-training, and Levanter only initialises from the warm start when no
 checkpoint of the run exists; so a rerun resumes from the fine-tune's own latest checkpoint, never
-from the init model again. The output layout, metrics.jsonl, train_sessions.jsonl, hf/step-N and
-summary.json are the train step's; the summary adds `init_from`, `init_kind` and the recipe.
+from the init model again. The output layout (metrics.jsonl or metrics/part-N.jsonl, train_sessions.jsonl,
+hf/step-N, summary.json) is the train step's; the summary adds `init_from`, `init_kind` and the recipe.
 
 The S2ST recipe (`FinetuneRecipe`) is this project's choice; the paper does not publish the
 released fine-tune's hyperparameters. Defaults: LR 2e-4 peak, 3% linear warmup then linear

@@ -8,7 +8,8 @@ host of a TPU slice (steps.training.launch). Then it writes `summary.json`.
 Output layout (`output_path`, local or gs://):
     checkpoints/step-N/       Levanter checkpoints; the run id is the output's basename, so a
                               rerun of the step resumes from the latest one
-    metrics.jsonl             one JSON object per logged step (step, train/loss, eval/loss, ...)
+    metrics.jsonl             one JSON object per logged step (step, train/loss, eval/loss, ...);
+    metrics/part-N.jsonl      on gs:// the same rows in immutable chunks (read both: metrics.read_metrics)
     train_sessions.jsonl      one line per (re)start: the first step it logged
     hf/step-N/                the final model as an HF Qwen3 checkpoint (export_hf)
     warm_start/               the warm-start checkpoint resized to the tokenizer (warm_start_hf)
@@ -366,9 +367,9 @@ def _loss(value: Any) -> float:
 def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict]] = None) -> dict[str, Any]:
     """`summary.json` of the run; `hosts` are train_on_host's reports, one per JAX process."""
     from steps.sharding import atomic_write_json, join
-    from steps.training.metrics import METRICS_FILE, SESSIONS_FILE, read_jsonl
+    from steps.training.metrics import SESSIONS_FILE, read_jsonl, read_metrics
 
-    rows = read_jsonl(join(config.output_path, METRICS_FILE))
+    rows = read_metrics(config.output_path)  # metrics.jsonl and/or metrics/part-*.jsonl, one row per step
     # A loss that was NaN or inf is null in metrics.jsonl (strict JSON): it stays NaN here, so a diverged
     # run's final loss is written as null and counted under "non_finite", never an earlier finite loss.
     losses = [(r["step"], _loss(r["train/loss"])) for r in rows if "train/loss" in r]
