@@ -188,6 +188,7 @@ class _Run:
         self.errors: dict[str, str] = {}
         self.running: dict[Any, tuple[PlannedStep, Lease, float]] = {}
         self.waiting_logged: set[str] = set()
+        self.requeued: list[PlannedStep] = []  # steps whose lease was lost while they ran: back to the to-do list
         for p in plan.steps:
             self.record.update_step(p.versioned_name, changes=changes[p.versioned_name])
 
@@ -209,6 +210,8 @@ class _Run:
                 todo = [p for p in todo if not self._advance(p)]
                 if self.running:
                     self._collect()
+                    self._give_up_lost_leases()
+                    todo, self.requeued = todo + self.requeued, []
                 elif todo:
                     time.sleep(self.executor.poll_interval)  # every ready step is leased elsewhere
             outcome = "failed" if self.errors else "succeeded"
@@ -358,6 +361,9 @@ class _Run:
         timeout = self.executor.poll_interval if timeout is None else timeout
         for finished in self.runner.wait(list(self.running), timeout=timeout):
             p, lease, started = self.running.pop(finished.handle)
+            if getattr(lease, "lost", False):  # another executor owns the step now: it writes the status
+                self._requeue(p, lease)
+                continue
             try:
                 if finished.error is None:
                     try:
@@ -377,6 +383,26 @@ class _Run:
             finally:
                 lease.release()
             self._save()
+
+    def _give_up_lost_leases(self) -> None:
+        """Steps whose lease another executor took over (a heartbeat refused on an object store): their Ray
+        tasks are cancelled and they go back to waiting, to be found cached or leased elsewhere, or taken
+        over again if that executor dies too. Never two runs of a step writing its output at once."""
+        lost = [(handle, p, lease) for handle, (p, lease, _) in self.running.items() if getattr(lease, "lost", False)]
+        if lost:
+            self.runner.cancel([handle for handle, _, _ in lost])
+        for handle, p, lease in lost:
+            del self.running[handle]
+            self._requeue(p, lease)
+
+    def _requeue(self, p: PlannedStep, lease: Lease) -> None:
+        lease.release()  # a lost lease is left to its new holder
+        self.requeued.append(p)
+        self.waiting_logged.discard(p.versioned_name)
+        self._set(p, "waiting", action="wait: lost its lease to another executor")
+        logger.warning("%s: another executor took over its lease; stopped it here, waiting for that run [%s]",
+                       p.versioned_name, self._progress())
+        self._save()
 
     def _fail(self, p: PlannedStep, text: str, write: bool = True) -> None:
         text = storage.redact(text)

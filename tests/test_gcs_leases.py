@@ -147,3 +147,48 @@ def test_racing_executors_on_gs_run_each_step_once(gcs, tmp_path):
     for name in GOLDEN_NAMES.values():
         assert storage.read_status(storage.join(prefix, name)).status == "SUCCESS"
         assert storage.gcs_read(storage.join(prefix, name, storage.LEASE_FILE)) == (None, 0)
+
+
+def _slow_step(config) -> None:
+    """Marks that it started, then works for 20 s unless stopped."""
+    open(config["started"], "w").close()
+    time.sleep(20)
+
+
+def test_an_executor_whose_lease_is_taken_over_stops_its_step_and_waits_for_the_new_holder(gcs, tmp_path,
+                                                                                           monkeypatch):
+    """Another executor takes the lease of a step that runs here (as after a stall past the ttl): this
+    executor cancels its own run of the step at its next refused heartbeat, never writes the step's
+    status, and finds the step done by the new holder."""
+    from pipeline import Executor, ExecutorStep, executor as executor_module
+
+    monkeypatch.setattr(executor_module, "lease_for", lambda path, owner: GcsLease(path, owner, ttl=60, interval=0.3))
+    prefix = f"gs://{BUCKET}/{uuid.uuid4().hex[:8]}"
+    started = tmp_path / "started"
+    step = ExecutorStep(name="work/slow", fn=_slow_step, config={"started": str(started)})
+    executor = Executor(prefix, experiment_name="lost_lease")
+    output = executor.compute_versions([step]).steps[0].output_path
+    lease_url = storage.join(output, storage.LEASE_FILE)
+
+    def take_over_when_started():
+        deadline = time.time() + 120
+        while not started.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        _, generation = storage.gcs_read(lease_url)
+        record = {"holder": "rival", "host": "elsewhere", "pid": 1, "since": time.time(), "heartbeat": time.time(),
+                  "nonce": uuid.uuid4().hex}
+        assert storage.gcs_write_if(lease_url, json.dumps(record), generation) is not None
+        time.sleep(2)  # the rival runs the step, finishes it and lets go
+        storage.write_status(output, storage.SUCCESS, "rival")
+        _, generation = storage.gcs_read(lease_url)
+        storage.gcs_delete_if(lease_url, generation)
+
+    rival = threading.Thread(target=take_over_when_started)
+    rival.start()
+    began = time.time()
+    result = executor.run([step])
+    rival.join()
+    assert started.exists()
+    assert result.states[step.name + "-" + output.rsplit("-", 1)[1]] == "cached"  # done by the rival
+    assert time.time() - began < 20, "the executor waited for its own run of the step to finish"
+    assert storage.read_status(output).run_id == "rival"  # this executor wrote no status after losing
