@@ -17,8 +17,10 @@ null) and `read_from`, the root actually read.
 
 Resumable: a file already at the destination with the source's size is skipped; a file being
 copied goes to `{name}.partial` first and is renamed when complete, so a crash never leaves a
-truncated file under its real name. `summary.json` records files, bytes, and how many were
-skipped.
+truncated file under its real name. Files are copied in parallel: batches of files are Ray tasks
+(`steps.sharding.run_shards`; a thread pool when Ray is not initialised), and a transient network
+or IO error is retried with backoff inside the task (a size mismatch or a missing file is not).
+`summary.json` records files, bytes, and how many were skipped.
 
 Include patterns are globs on repo-relative paths: `*` and `?` stay within one path component,
 `**` spans directories, and `{a,b}` / `{000..007}` expand as in a shell.
@@ -37,6 +39,7 @@ from typing import Callable, Iterable, Optional
 from pipeline import strict_json
 from steps.dataset_lock import LOCK_ENV, PLACEHOLDER_PREFIX, lock_path
 from steps.mirror import MIRROR_ENV, data_mirror, is_local, mirrored_url
+from steps.sharding import run_shards
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +236,6 @@ def download_dataset(config: DownloadConfig, source_fs=None) -> dict:
     `$SODA_DATA_MIRROR` set, from the mirror's copy of it.
     """
     import fsspec
-    from tqdm import tqdm
 
     check_revision(config)
     root = source_root(config)
@@ -271,20 +273,36 @@ def download_dataset(config: DownloadConfig, source_fs=None) -> dict:
     out_fs, out_root = fsspec.core.url_to_fs(config.output_path)
     out_fs.makedirs(out_root, exist_ok=True)
 
-    copied = skipped = copied_bytes = 0
     total_bytes = sum(size or 0 for _, size in files)
-    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"download {config.hf_dataset_id or root}") as bar:
-        for rel, size in files:
-            dest = posixpath.join(out_root, rel)
-            # a file under its real name is complete (copies go through .partial), so an unknown
-            # source size (an HTTP server without Content-Length) still allows the skip
-            if out_fs.exists(dest) and (size is None or out_fs.size(dest) == size):
-                skipped += 1
-                bar.update(size or 0)
-                continue
-            written = _copy_file(source_fs, posixpath.join(root_path, rel), out_fs, dest, size, bar)
-            copied += 1
-            copied_bytes += written
+    # one listing of what is there already, not a request per file; a file under its real name is
+    # complete (copies go through .partial), so an unknown source size (an HTTP server without
+    # Content-Length) still allows the skip. The tasks check again before each copy.
+    try:
+        present = {path.rstrip("/"): info for path, info in out_fs.find(out_root, detail=True).items()}
+    except FileNotFoundError:
+        present = {}
+    todo = []
+    for rel, size in files:
+        info = present.get(posixpath.join(out_root, rel).rstrip("/"))
+        if info is None or info.get("type") == "directory" or (size is not None and info.get("size") != size):
+            todo.append((rel, size))
+    skipped = len(files) - len(todo)
+    batches = file_batches(todo)
+    done = {"files": 0, "bytes": 0}
+    where = config.hf_dataset_id or root
+
+    def progress(_i: int, result: tuple[int, int]) -> None:
+        done["files"] += result[0]
+        done["bytes"] += result[1]
+        logger.info("download %s: %d/%d files, %.1f/%.1f MB copied (%d already complete)", where,
+                    done["files"], len(todo), done["bytes"] / 1e6,
+                    sum(size or 0 for _, size in todo) / 1e6, skipped)
+
+    run_shards(_copy_batch, [(source_fs, root_path, out_fs, out_root, batch) for batch in batches],
+               desc=f"download {where}", max_retries=RAY_TASK_RETRIES, local_threads=LOCAL_THREADS,
+               on_result=progress)
+    copied, copied_bytes = done["files"], done["bytes"]
+    skipped = len(files) - copied  # including any a task found complete (a listing that missed it)
 
     summary = {
         "source": root,
@@ -310,7 +328,78 @@ def download_dataset(config: DownloadConfig, source_fs=None) -> dict:
     return summary
 
 
-def _copy_file(src_fs, src: str, dst_fs, dest: str, size: Optional[int], bar, chunk: int = 8 << 20) -> int:
+class SizeMismatchError(IOError):
+    """The bytes read differ from the source listing's size: not retried (the source changed, or
+    the listing is wrong)."""
+
+
+# Fan-out: files go to Ray tasks (a thread pool when Ray is not initialised) in batches of at
+# most BATCH_FILES files or BATCH_BYTES bytes, so small files do not cost one task each.
+BATCH_FILES = 16
+BATCH_BYTES = 2 << 30
+LOCAL_THREADS = 8
+RAY_TASK_RETRIES = 3  # a task whose worker dies is rerun (files it finished are then skipped)
+COPY_ATTEMPTS = 5  # a file's copy is tried this often on a transient (network/IO) error ...
+RETRY_DELAY_S = 1.0  # ... waiting 1, 2, 4, 8 s between tries
+_PERMANENT = (SizeMismatchError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def file_batches(files: list[tuple[str, Optional[int]]], max_files: int = BATCH_FILES,
+                 max_bytes: int = BATCH_BYTES) -> list[list[tuple[str, Optional[int]]]]:
+    """Consecutive runs of `files` with at most `max_files` files and (unless one file is larger)
+    `max_bytes` bytes each."""
+    batches: list[list[tuple[str, Optional[int]]]] = []
+    current, current_bytes = [], 0
+    for rel, size in files:
+        if current and (len(current) >= max_files or current_bytes + (size or 0) > max_bytes):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append((rel, size))
+        current_bytes += size or 0
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _copy_batch(src_fs, root_path: str, dst_fs, out_root: str, batch) -> tuple[int, int]:
+    """One task: copy each (rel, size) of `batch` (skipping those a retried task already
+    finished); returns (files copied, bytes written)."""
+    files = written = 0
+    for rel, size in batch:
+        dest = posixpath.join(out_root, rel)
+        if dst_fs.exists(dest) and (size is None or dst_fs.size(dest) == size):
+            continue
+        written += copy_with_retries(src_fs, posixpath.join(root_path, rel), dst_fs, dest, size)
+        files += 1
+    return files, written
+
+
+def copy_with_retries(src_fs, src: str, dst_fs, dest: str, size: Optional[int],
+                      attempts: Optional[int] = None, delay: Optional[float] = None) -> int:
+    """`_copy_file`, tried again with exponential backoff on a transient OSError; a size mismatch,
+    a missing file or a permission error fails at once. The last error names the file."""
+    import time
+
+    attempts = COPY_ATTEMPTS if attempts is None else attempts
+    delay = RETRY_DELAY_S if delay is None else delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return _copy_file(src_fs, src, dst_fs, dest, size)
+        except _PERMANENT:
+            raise
+        except OSError as exc:
+            if attempt == attempts:
+                raise OSError(f"download {src} -> {dest}: failed {attempts} times, last with "
+                              f"{type(exc).__name__}: {exc}; rerun the step to resume (finished files "
+                              "are kept)") from exc
+            wait = delay * 2 ** (attempt - 1)
+            logger.warning("download %s: %s: %s (try %d of %d); retrying in %.0f s", src,
+                           type(exc).__name__, exc, attempt, attempts, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _copy_file(src_fs, src: str, dst_fs, dest: str, size: Optional[int], chunk: int = 8 << 20) -> int:
     """Copy through `{dest}.partial`, renamed when complete; returns the bytes written. A known
     `size` must match what was read."""
     partial = dest + ".partial"
@@ -323,9 +412,9 @@ def _copy_file(src_fs, src: str, dst_fs, dest: str, size: Optional[int], bar, ch
                 break
             fout.write(block)
             written += len(block)
-            bar.update(len(block))
     if size is not None and written != size:
         dst_fs.rm(partial)
-        raise IOError(f"download {src}: got {written} bytes, the source listing says {size}; rerun to retry")
+        raise SizeMismatchError(f"download {src}: got {written} bytes, the source listing says {size}; "
+                                "rerun to retry")
     dst_fs.mv(partial, dest)
     return written

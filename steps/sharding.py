@@ -174,12 +174,16 @@ def run_shards(
     num_gpus: float = 0.0,
     memory_gb: Optional[float] = None,
     max_retries: int = 1,
+    local_threads: int = 1,
+    on_result: Optional[Callable[[int, Any], None]] = None,
 ) -> list[Any]:
     """Run `fn(*job)` for every job and return the results in job order.
 
     With Ray initialised, each job is one Ray task (`num_cpus`, `num_gpus`, `memory_gb` per task,
     retried `max_retries` times if its worker dies);
-    otherwise the jobs run one after another in this process. A tqdm bar counts shards.
+    otherwise the jobs run in this process, one after another or on `local_threads` threads (for
+    I/O-bound jobs). A tqdm bar counts shards; `on_result(job_index, result)` is called in this
+    process as each job finishes.
     """
     from tqdm.auto import tqdm
 
@@ -194,7 +198,32 @@ def run_shards(
         use_ray = False
 
     if not use_ray:
-        return [fn(*job) for job in tqdm(jobs, desc=desc, unit="shard")]
+        if local_threads <= 1:
+            results = []
+            for i, job in enumerate(tqdm(jobs, desc=desc, unit="shard")):
+                results.append(fn(*job))
+                if on_result:
+                    on_result(i, results[-1])
+            return results
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        results = [None] * len(jobs)
+        with ThreadPoolExecutor(local_threads) as pool, tqdm(total=len(jobs), desc=desc, unit="shard") as bar:
+            futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+            waiting = set(futures)
+            try:
+                while waiting:
+                    finished, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        results[futures[fut]] = fut.result()
+                        bar.update(1)
+                        if on_result:
+                            on_result(futures[fut], results[futures[fut]])
+            except BaseException:
+                for fut in waiting:
+                    fut.cancel()
+                raise
+        return results
 
     options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries}
     if memory_gb:
@@ -210,6 +239,8 @@ def run_shards(
             for ref in done:
                 results[index[ref]] = ray.get(ref)
                 bar.update(1)
+                if on_result:
+                    on_result(index[ref], results[index[ref]])
     return results
 
 
