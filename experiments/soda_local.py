@@ -39,7 +39,7 @@ from experiments.defaults import (  # noqa: E402
     default_interleave,
     default_tokenize,
     default_tokenizer,
-    default_train,
+    isoflop_train,
     local_corpus,
 )
 from pipeline import ExecutorStep, executor_main, output_path_of, this_output_path, versioned  # noqa: E402
@@ -47,7 +47,6 @@ from steps.scaling.analysis import CorrelationConfig, RunRef, ScalingAnalysisCon
 from steps.scaling.analysis import run_correlation, run_scaling_analysis  # noqa: E402
 from steps.scaling.grid import IsoFlopGridConfig, isoflop_grid  # noqa: E402
 from steps.training.mixtures import mixture  # noqa: E402
-from steps.training.optimizer import IsoFlopRecipe  # noqa: E402
 
 DESCRIPTION = ("SODA offline end-to-end PLUMBING RUN, NOT A SPEECH MODEL: random-weight Mimi, shipped synthetic "
                "corpus, full Llama 3 + SODA tokenizer, a mini IsoFLOP sweep of tiny models (3 budgets x 3 widths, "
@@ -71,7 +70,7 @@ def local_eval(task: str, model: ExecutorStep, data: ExecutorStep, judges: Execu
                      asr_max_new_tokens=12, backend="hf", batch_size=4, plumbing_run=True)
     # step outputs as paths (eval_step would version them): the judges' and tokenizer's own hashes cover them
     config = dataclasses.replace(step.config, tts_asr_judge=output_path_of(judges, "random-whisper"),
-                                 tts_sim_judge=output_path_of(judges, "random-wavlm-sv"),
+                                 tts_sim_judge=output_path_of(judges, "random-wavlm-ecapa"),
                                  tokenizer=output_path_of(tokenizer))
     return dataclasses.replace(step, config=config)
 
@@ -101,10 +100,8 @@ def build_steps() -> list[ExecutorStep]:
     mix = mixture("local-emilia-like", {"emilia-en": 1.0})
     runs, evals_all = [], []
     for i, point in enumerate(points):
-        model = default_train(point.name, preset=f"isoflop-d{point.hidden}", caches={"emilia-en": tokenized},
-                              tokenizer=tokenizer, mixture=mix, batch_size=point.batch, num_steps=point.steps,
-                              optimizer=IsoFlopRecipe.for_point(point), seq_len=versioned(LOCAL_GRID.seq_len),
-                              mp="f32", checkpoint_every_steps=100_000, checkpoint_every_minutes=None,
+        model = isoflop_train(point, caches={"emilia-en": tokenized}, tokenizer=tokenizer, mixture=mix, mp="f32",
+                              checkpoint_every_steps=100_000, checkpoint_every_minutes=None,
                               steps_per_eval=100_000, plumbing_run=True)
         tasks = ALL_TASKS if i == full_index else EVERY_MODEL_TASKS
         evals = {task: local_eval(task, model, fixture(task), judges, tokenizer) for task in tasks}

@@ -1,7 +1,8 @@
 """Whether each pending step could ever be placed on some node of a Ray cluster, said before anything runs.
 
-A step's Ray task needs everything its ResourceConfig asks (CPU, GPU, memory, custom resources and,
-for `tpu="v5p-64"`, the slice head resource `TPU-v5p-64-head`) on ONE node. A task that no node
+A step's Ray task needs everything its ResourceConfig asks (CPU, GPU, memory, custom resources) on
+ONE node; a step with `tpu="v5p-64"` runs on the head node and needs a slice to launch on, i.e. a
+node type with the slice head resource `TPU-v5p-64-head`. A task that no node
 has, nor any node the autoscaler can add, waits forever. This module knows which node types a
 cluster has or may add (`pipeline.node_types`: from a cluster launcher YAML, or from the connected
 Ray) and says, per step, why none of them could take it:
@@ -35,8 +36,12 @@ _MAX_LISTED = 8
 
 
 def wanted_resources(resources: Optional[ResourceConfig]) -> dict[str, float]:
-    """What the step's Ray task asks of one node, as Ray names it (memory in bytes); zeros left out."""
+    """What the step asks of one node, as Ray names it (memory in bytes); zeros left out. For a `tpu`
+    step, the slice it launches on: its head resource (the supervisor's own place, the head node,
+    every cluster has)."""
     resources = resources or ResourceConfig()
+    if resources.tpu:
+        return {resources.slice_head_resource: 1.0}
     options = resources.ray_options()
     wanted = dict(options.get("resources", {}))
     wanted["CPU"] = resources.cpus

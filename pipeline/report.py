@@ -45,6 +45,15 @@ COLUMNS: tuple[tuple[str, str, str, float, str], ...] = (
     ("tSC", "storycloze_text", "acc", 100.0, "accuracy %, text StoryCloze (no published SODA number)"),
     ("val. NLL", "validation_nll", "nll_asr_all", 1.0, "all-token NLL (NLL_1), LibriSpeech dev-clean"),
 )
+# Is a column's number on the paper's scale? Only where the paper's own judge or protocol made it:
+# column -> (summary field to read, the value's required prefix, what the paper used), or a fixed answer.
+PAPER_SCALE_RULES: dict[str, tuple[str, str, str]] = {
+    "TTS SIM": ("sim_judge", "wavlm-large-ecapa-tdnn", "seed-tts-eval's WavLM-large + ECAPA-TDNN judge"),
+    "TTS WER": ("config.tts_asr_judge", "openai/whisper-large-v3", "the Whisper-large-v3 ASR judge"),
+}
+PAPER_SCALE_FIXED = {"HellaSwag": "unknown: the paper does not say acc or acc_norm",
+                     "sSC": "no published SODA number", "tSC": "no published SODA number",
+                     "val. NLL": "no published SODA number"}
 # our convention text for a column: the eval summary's convention[key]
 _CONVENTION_KEY = {"acc": "accuracy", "acc_norm": "acc_norm", "wer": "wer", "sim": "sim", "nll_asr_all": "headline"}
 
@@ -148,21 +157,43 @@ def results_section(collected) -> Optional[dict]:
     if not table:
         return None
     cols = [c for c, *_ in COLUMNS if any(c in row for row in table.values())]
-    header = ["model", *cols]
+    scale = {c: paper_scale(c, [s for _, _, s in collected["eval"] if s.get("task") == task])
+             for c, task, *_ in COLUMNS if c in cols}
+    header = ["model", *(c + ("" if scale[c] == "yes" else " ?" if scale[c].startswith(("unknown", "no published"))
+                              else " \u2020") for c in cols)]
     rows = [[f"{m} (plumbing)" if m in plumbing else m, *(table[m].get(c, "-") for c in cols)] for m in table]
     rows += [[f"{m} (published)", *(_fmt(v.get(c)) if c == "TTS SIM" and c in v else
                                      (f"{v[c]:.1f}" if c in v else "-") for c in cols)]
              for m, v in PUBLISHED.items()]
     h, md = _table(header, rows)
-    notes = [(c, conventions.get(c, "-"), paper) for c, _, _, _, paper in COLUMNS if c in cols]
-    nh, nmd = _table(["column", "ours (from the eval summary)", "paper (reference.md section 8)"],
-                     [list(n) for n in notes])
+    notes = [(c, conventions.get(c, "-"), paper, scale[c]) for c, _, _, _, paper in COLUMNS if c in cols]
+    nh, nmd = _table(["column", "ours (from the eval summary)", "paper (reference.md section 8)",
+                      "on the paper's scale"], [list(n) for n in notes])
     intro = ("Rows marked (plumbing) come from a random-weight codec or random judges on tiny local fixtures: they "
              "test the pipeline and are not comparable with the published numbers. " if plumbing else "")
-    intro += "Published rows: the SODA paper (shared/reference.md section 9); '-' where nothing was run or published."
+    intro += "Published rows: the SODA paper (shared/reference.md section 9); '-' where nothing was run or published. "
+    intro += ("Columns marked \u2020 are not on the paper's scale (another judge or protocol), ? where the paper "
+              "gives no comparable number; the conventions table says why.")
     return {"title": "Results: model x metric", "source": "report",
             "html": f"<p>{e(intro)}</p>{h}<details><summary>scoring conventions</summary>{nh}</details>",
             "markdown": f"{intro}\n\n{md}\n\nScoring conventions:\n\n{nmd}"}
+
+
+def paper_scale(column: str, summaries: list[dict]) -> str:
+    """"yes" when every summary behind `column` was scored as the paper scored it, else why not."""
+    if column in PAPER_SCALE_FIXED:
+        return PAPER_SCALE_FIXED[column]
+    rule = PAPER_SCALE_RULES.get(column)
+    if rule is None:
+        return "yes"
+    field, prefix, what = rule
+    for summary in summaries:
+        value: Any = summary
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not (isinstance(value, str) and value.startswith(prefix)):
+            return f"no: {field.rsplit('.', 1)[-1]} {value or 'not recorded'}, not {what}"
+    return "yes"
 
 
 def _wandb_url(summary: dict) -> Optional[str]:

@@ -45,12 +45,17 @@ def validate_step_name(name: str) -> None:
             )
 
 
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's marker resource of its head node
+
+
 @dataclass(frozen=True)
 class ResourceConfig:
     """What one step asks of the cluster. Never part of a step's identity.
 
-    `tpu` names a slice type such as "v5p-64"; the step's driver task then needs the slice's
-    head resource (`TPU-v5p-64-head`), as Ray's TPU convention has it.
+    `tpu` names a slice type such as "v5p-64": the step's function supervises work it launches on
+    such a slice (reserved by the slice's head resource `TPU-v5p-64-head`, Ray's TPU convention).
+    So that it outlives every slice it uses (preemption), its own task runs on the Ray head node,
+    holding no CPU there; `cpus` is then not used, and `gpus`, `memory_gb` or `custom` are refused.
     """
 
     cpus: float = 1.0
@@ -60,10 +65,21 @@ class ResourceConfig:
     custom: dict[str, float] = field(default_factory=dict)
     max_retries: int = 0  # Ray retries after a worker or node dies (not after an exception)
 
+    def __post_init__(self) -> None:
+        if self.tpu and (self.gpus or self.memory_gb or self.custom):
+            raise ValueError(f"ResourceConfig(tpu={self.tpu!r}) runs its step on the Ray head node as the slice's "
+                             "supervisor; it cannot also ask for gpus, memory_gb or custom resources there")
+
+    @property
+    def slice_head_resource(self) -> Optional[str]:
+        """The resource that reserves one slice of `tpu` (its host 0), or None."""
+        return f"TPU-{self.tpu}-head" if self.tpu else None
+
     def ray_options(self) -> dict[str, Any]:
+        """The options of the step's own Ray task."""
+        if self.tpu:  # the supervisor: on the head node, off every slice
+            return {"num_cpus": 0, "max_retries": self.max_retries, "resources": {HEAD_NODE_RESOURCE: 0.001}}
         resources = dict(self.custom)
-        if self.tpu:
-            resources[f"TPU-{self.tpu}-head"] = resources.get(f"TPU-{self.tpu}-head", 0) + 1
         options: dict[str, Any] = {
             "num_cpus": self.cpus,
             "num_gpus": self.gpus,

@@ -39,7 +39,7 @@ from typing import Callable, Iterable, Optional
 from pipeline import strict_json
 from steps.dataset_lock import LOCK_ENV, PLACEHOLDER_PREFIX, lock_path
 from steps.mirror import MIRROR_ENV, data_mirror, is_local, mirrored_url
-from steps.sharding import run_shards
+from steps.sharding import PERMANENT_ERRORS, run_shards, with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def download_dataset(config: DownloadConfig, source_fs=None) -> dict:
 
     run_shards(_copy_batch, [(source_fs, root_path, out_fs, out_root, batch) for batch in batches],
                desc=f"download {where}", max_retries=RAY_TASK_RETRIES, local_threads=LOCAL_THREADS,
-               on_result=progress)
+               on_result=progress, job_names=[_batch_name(batch) for batch in batches])
     copied, copied_bytes = done["files"], done["bytes"]
     skipped = len(files) - copied  # including any a task found complete (a listing that missed it)
 
@@ -341,7 +341,7 @@ LOCAL_THREADS = 8
 RAY_TASK_RETRIES = 3  # a task whose worker dies is rerun (files it finished are then skipped)
 COPY_ATTEMPTS = 5  # a file's copy is tried this often on a transient (network/IO) error ...
 RETRY_DELAY_S = 1.0  # ... waiting 1, 2, 4, 8 s between tries
-_PERMANENT = (SizeMismatchError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+_PERMANENT = (SizeMismatchError, *PERMANENT_ERRORS)
 
 
 def file_batches(files: list[tuple[str, Optional[int]]], max_files: int = BATCH_FILES,
@@ -361,6 +361,10 @@ def file_batches(files: list[tuple[str, Optional[int]]], max_files: int = BATCH_
     return batches
 
 
+def _batch_name(batch) -> str:
+    return batch[0][0] if len(batch) == 1 else f"{batch[0][0]} .. {batch[-1][0]} ({len(batch)} files)"
+
+
 def _copy_batch(src_fs, root_path: str, dst_fs, out_root: str, batch) -> tuple[int, int]:
     """One task: copy each (rel, size) of `batch` (skipping those a retried task already
     finished); returns (files copied, bytes written)."""
@@ -376,27 +380,13 @@ def _copy_batch(src_fs, root_path: str, dst_fs, out_root: str, batch) -> tuple[i
 
 def copy_with_retries(src_fs, src: str, dst_fs, dest: str, size: Optional[int],
                       attempts: Optional[int] = None, delay: Optional[float] = None) -> int:
-    """`_copy_file`, tried again with exponential backoff on a transient OSError; a size mismatch,
-    a missing file or a permission error fails at once. The last error names the file."""
-    import time
-
-    attempts = COPY_ATTEMPTS if attempts is None else attempts
-    delay = RETRY_DELAY_S if delay is None else delay
-    for attempt in range(1, attempts + 1):
-        try:
-            return _copy_file(src_fs, src, dst_fs, dest, size)
-        except _PERMANENT:
-            raise
-        except OSError as exc:
-            if attempt == attempts:
-                raise OSError(f"download {src} -> {dest}: failed {attempts} times, last with "
-                              f"{type(exc).__name__}: {exc}; rerun the step to resume (finished files "
-                              "are kept)") from exc
-            wait = delay * 2 ** (attempt - 1)
-            logger.warning("download %s: %s: %s (try %d of %d); retrying in %.0f s", src,
-                           type(exc).__name__, exc, attempt, attempts, wait)
-            time.sleep(wait)
-    raise AssertionError("unreachable")
+    """`_copy_file`, tried again with exponential backoff on a transient OSError
+    (`steps.sharding.with_retries`); a size mismatch, a missing file or a permission error fails at
+    once. The last error names the file."""
+    return with_retries(lambda: _copy_file(src_fs, src, dst_fs, dest, size), f"download {src} -> {dest}",
+                        attempts=COPY_ATTEMPTS if attempts is None else attempts,
+                        delay_s=RETRY_DELAY_S if delay is None else delay, permanent=_PERMANENT,
+                        resume="rerun the step to resume (finished files are kept)")
 
 
 def _copy_file(src_fs, src: str, dst_fs, dest: str, size: Optional[int], chunk: int = 8 << 20) -> int:

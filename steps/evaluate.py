@@ -43,8 +43,13 @@ class EvalConfig:
       output's hf/ export).
     dataset_path: the task's data (a raw/ download or an eval.fixtures directory).
     codebooks: audio pair tasks only: score codebooks 0..k-1 (frame-major); None: all 8.
+    input_codebooks: audio pair tasks only: the model reads audio of codebooks 0..k-1 only (a model
+      trained on such documents, e.g. the token-composition ablation's S model: codebook 0); every
+      token of that audio is scored. None: all 8. Not with `codebooks`.
     mimi_model: "kyutai/mimi", a local Mimi dir, or "random" (plumbing run).
-    tts_asr_judge / tts_sim_judge: HF ids or local dirs (eval.judges); the s2st task's judges too.
+    tts_asr_judge / tts_sim_judge: HF ids or local dirs (eval.judges); the s2st task's judges too. The SIM
+      judge: seed-tts-eval's `wavlm_large_finetune.pth` (WavLM-large + ECAPA-TDNN; a path, or the bare name
+      in ~/.cache/soda/judges/), or a WavLMForXVector id/dir such as "microsoft/wavlm-base-plus-sv".
     whisper_normalizer: where Whisper's normalizer.json is (file, dir, or HF id in the cache).
     """
 
@@ -60,6 +65,7 @@ class EvalConfig:
     seed: int = 0
     max_examples: Optional[int] = None
     codebooks: Optional[int] = None
+    input_codebooks: Optional[int] = None
     mimi_model: str = "kyutai/mimi"
     mimi_config_overrides: Optional[dict] = None
     mimi_batch_size: int = 16
@@ -74,7 +80,7 @@ class EvalConfig:
     s2st_top_p: float = 0.8
     s2st_max_new_tokens: int = 2000
     tts_asr_judge: str = "openai/whisper-large-v3"
-    tts_sim_judge: str = "microsoft/wavlm-base-plus-sv"
+    tts_sim_judge: str = "wavlm_large_finetune.pth"
     whisper_normalizer: Optional[str] = "openai/whisper-large-v3"
     save_audio: bool = False
     nll_lowercase: bool = False
@@ -105,15 +111,27 @@ def _tokenizer_dir(config: EvalConfig, model) -> str:
                             "tokenizer directory (the build-tokenizer step's output)")
 
 
+def check_codebooks(config: EvalConfig) -> None:
+    """Refuse codebook settings that cannot mean anything, naming the field."""
+    for name in ("codebooks", "input_codebooks"):
+        k = getattr(config, name)
+        if k is not None and not 1 <= k <= 8:
+            raise ValueError(f"EvalConfig.{name} must be in 1..8 (Mimi's codebooks), got {k}")
+    if config.codebooks is not None and config.input_codebooks is not None:
+        raise ValueError("EvalConfig: give codebooks (score part of 8-codebook input) or input_codebooks (the model "
+                         f"reads only those codebooks), not both; got {config.codebooks} and {config.input_codebooks}")
+
+
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """The step fn: run `config.task` and write per-example outputs and summary.json."""
-    from eval.judges import is_random_judge
+    from eval.judges import describe_sim_judge, is_random_judge
     from eval.model import load_scoring_model
     from eval.tasks import get_task
     from eval.tasks.common import EvalContext
     from steps.sharding import atomic_write_json, exists, join, read_json
 
     spec = get_task(config.task)
+    check_codebooks(config)
     out = join(config.output_path, "summary.json")
     if exists(out):
         logger.info("eval %s already done: %s", config.task, out)
@@ -151,6 +169,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     }
     if spec.name in JUDGED_TASKS:
         summary["judges"] = result.convention["judges"]
+        summary["sim_judge"] = result.extra.get("sim_judge") or describe_sim_judge(config.tts_sim_judge)
     atomic_write_json(out, summary)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:4])
     logger.info("eval %s on %s: n=%d, %s%s -> %s", spec.name, config.model_path, result.n, shown,

@@ -6,7 +6,7 @@ directory (searched recursively), a glob or a file, local or gs://. Each recordi
 become documents in both formats (see tokenizer.documents), split at utterance boundaries
 beyond `max_document_tokens`. `corpus="text"`: jsonl / jsonl.gz / jsonl.zstd (Nemotron-CC's
 form; steps.zstd_io) / parquet files with a `text_key` column pass through as format "text"
-(sanitised, BOS first unless text_add_bos=False).
+(sanitised, BOS first unless text_add_bos=False, EOS last like every document).
 
 Output: `documents/part-NNNNN.parquet` (one per input file; columns id, recording_id, format,
 text; rows sorted by recording, part, format), `stats/part-NNNNN.json` (the shard's done
@@ -47,9 +47,11 @@ class InterleaveConfig:
     reserved_strings: extra literal strings to remove from transcripts (e.g. a Qwen base's
       non-special added tokens "<think>", "</think>"); `<|...|>` strings are always removed.
     end_with_eos: append <|end_of_text|> to every document (default: yes). The released
-      pre-encoded SODA documents end with it (steps/pre_encoded.py), so the raw path gives the
-      same ids; it also marks document boundaries for Levanter's packing. reference.md's
-      templates show only the leading BOS; set False for that literal form.
+      pre-encoded SODA documents are `<|begin_of_text|>` ... `<|end_of_text|>` (reference.md
+      section 10; steps/pre_encoded.py keeps them so), and the raw path writes the same, so both
+      give the same ids at document boundaries; EOS also marks the boundaries for Levanter's
+      packing. False gives section 3's literal templates (BOS only), which no longer match the
+      released data.
     """
 
     input_path: str

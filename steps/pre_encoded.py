@@ -18,11 +18,15 @@ the tokenize step reads the raw path and the released path alike:
     text          the document; with `fix_whitespace` the stray spaces the first Emilia release
                   had inside `<|text_start|> ... <|text_end|>` are removed (the maintainers'
                   -fix re-release made the same change). The released documents end with
-                  `<|end_of_text|>`, which the paper's runs trained on; `drop_end_of_text`
-                  removes it for a document form identical to the interleave step's.
+                  `<|end_of_text|>`, which the paper's runs trained on, and so does every
+                  document the interleave step writes (one format on both paths: the same
+                  ids at the boundaries). `drop_end_of_text` removes it, matching only an
+                  interleave step run with `end_with_eos=False`.
 
 One output parquet per input file, written atomically with a done marker (reruns redo only
-unfinished files); summary.json counts documents by format.
+unfinished files); summary.json counts documents by format. Each file is one Ray task when Ray is
+initialised (in this process otherwise), tried again on a transient store error; a failing file
+does not stop the others.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+
+from pipeline import strict_json
+from steps.sharding import atomic_write_json, read_parquet, run_shards
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +57,12 @@ class PreEncodedConfig:
     fix_whitespace: bool = True
     drop_end_of_text: bool = False
     row_group_size: int = 1024
+    # Ray CPUs per file's task. Not versioned (no plain field is): it does not change the documents.
+    cpus_per_file: float = 1.0
+
+
+FILE_ATTEMPTS = 3  # a file's conversion is tried this often on a transient (store/network) error ...
+RETRY_DELAY_S = 2.0  # ... waiting 2, then 4 s between tries
 
 
 def parse_id(doc_id: str) -> tuple[str, str]:
@@ -128,36 +141,23 @@ def drop_invalid_audio(table, source: str = "?"):
 
 
 def convert_pre_encoded(config: PreEncodedConfig) -> dict:
-    """Step fn: convert every input parquet file not yet done; write summary.json."""
+    """Step fn: convert every input parquet file not yet done, one Ray task per file (in this
+    process without Ray); write summary.json."""
     import fsspec
-    import pyarrow.parquet as pq
-    from tqdm import tqdm
 
     from steps.encode import expand_inputs
-    from pipeline import strict_json
-    from steps.sharding import atomic_write_json, read_parquet
 
     inputs = expand_inputs(config.input_paths)
     fs, _ = fsspec.core.url_to_fs(config.output_path)
     doc_dir = posixpath.join(config.output_path, "documents")
     fs.makedirs(doc_dir, exist_ok=True)
     names = _output_names(inputs)
-    for path in tqdm(inputs, desc="pre-encoded", unit="file"):
-        name = names[path]
-        marker = posixpath.join(doc_dir, f"{name}.done.json")
-        if fs.exists(marker):
-            continue
-        with fsspec.open(path, "rb") as f:
-            released = read_parquet(f, path, hint="; delete it from the download step's output and rerun that step")
-        table = convert_table(released, config.fix_whitespace, source=path, drop_end_of_text=config.drop_end_of_text)
-        table, invalid = drop_invalid_audio(table, source=path)
-        tmp = posixpath.join(doc_dir, f".{name}.parquet.tmp-{uuid.uuid4().hex}")
-        with fs.open(tmp, "wb") as f:
-            pq.write_table(table, f, row_group_size=config.row_group_size, compression="zstd")
-        fs.mv(tmp, posixpath.join(doc_dir, f"{name}.parquet"))
-        counts = Counter(table.column("format").to_pylist())
-        atomic_write_json(marker, {"input": path, "documents": table.num_rows, "invalid_audio_documents": invalid,
-                                   "formats": dict(sorted(counts.items()))})
+    todo = [p for p in inputs if not fs.exists(posixpath.join(doc_dir, f"{names[p]}.done.json"))]
+    if len(todo) < len(inputs):
+        logger.info("pre-encoded: %d of %d files already done", len(inputs) - len(todo), len(inputs))
+    run_shards(convert_file, [(config, path, names[path]) for path in todo], desc="pre-encoded",
+               num_cpus=config.cpus_per_file, local_threads=1, attempts=FILE_ATTEMPTS,
+               retry_delay_s=RETRY_DELAY_S, job_names=todo)
 
     per_file = [json.loads(fs.cat_file(posixpath.join(doc_dir, f"{names[p]}.done.json"))) for p in inputs]
     formats: Counter = Counter()
@@ -175,6 +175,44 @@ def convert_pre_encoded(config: PreEncodedConfig) -> dict:
         f.write(strict_json.dumps(summary, indent=1, sort_keys=True))
     logger.info("pre-encoded: %d documents from %d files -> %s", summary["documents"], len(inputs), doc_dir)
     return summary
+
+
+def convert_file(config: PreEncodedConfig, path: str, name: str) -> dict:
+    """One task: convert input file `path` to documents/{name}.parquet and write its done marker
+    (the record returned). A task Ray reruns after its worker died converts the file again: the
+    same bytes, written atomically, so no request is spent checking first."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, _ = fsspec.core.url_to_fs(config.output_path)
+    doc_dir = posixpath.join(config.output_path, "documents")
+    marker = posixpath.join(doc_dir, f"{name}.done.json")
+    # read whole (one request on an object store), so a failed read is the store's OSError, retried,
+    # not the "not a readable parquet file" of a damaged one
+    in_fs, in_path = fsspec.core.url_to_fs(path)
+    data = in_fs.cat_file(in_path)
+    released = read_parquet(pa.BufferReader(data), path,
+                            hint="; delete it from the download step's output and rerun that step")
+    table = convert_table(released, config.fix_whitespace, source=path, drop_end_of_text=config.drop_end_of_text)
+    table, invalid = drop_invalid_audio(table, source=path)
+    tmp = posixpath.join(doc_dir, f".{name}.parquet.tmp-{uuid.uuid4().hex}")
+    try:
+        with fs.open(tmp, "wb") as f:
+            pq.write_table(table, f, row_group_size=config.row_group_size, compression="zstd")
+        fs.mv(tmp, posixpath.join(doc_dir, f"{name}.parquet"))
+    except BaseException:
+        try:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        except OSError:  # the store is failing; the hidden temp file is only clutter
+            pass
+        raise
+    counts = Counter(table.column("format").to_pylist())
+    record = {"input": path, "documents": table.num_rows, "invalid_audio_documents": invalid,
+              "formats": dict(sorted(counts.items()))}
+    atomic_write_json(marker, record)
+    return record
 
 
 def _output_names(inputs: list[str]) -> dict[str, str]:

@@ -3,8 +3,9 @@
 Input: jsonl / jsonl.gz / parquet files with a `text` column (e.g. the interleave step's
 `documents/`), as a directory (searched recursively), glob or file, local or gs://. Documents
 are encoded with `tokenizer.fast_tokenize.FastTokenizer` (id-for-id what the HF tokenizer
-gives, no BOS/EOS added: SODA documents already start with BOS). Empty documents are skipped
-and counted.
+gives, no BOS/EOS added: SODA documents already start with `<|begin_of_text|>` and end with
+`<|end_of_text|>`, which must be single tokens of the tokenizer, else the step refuses it).
+Empty documents are skipped and counted.
 
 Output (`output_path`):
     {split}/part-NNNNN/          one Levanter TreeStore per input file ({"input_ids": int32})
@@ -29,12 +30,15 @@ import numpy as np
 from pipeline import this_output_path
 from steps.sharding import atomic_write_bytes, atomic_write_json, fs_and_path, join
 from steps.sharding import finished_parts, iter_record_batches, list_input_files, run_shards
+from tokenizer.vocab import BOS, EOS
 
 logger = logging.getLogger(__name__)
 
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 LEDGER = "shard_ledger.json"
 FIELD = "input_ids"
+SHARD_ATTEMPTS = 3  # a part is tokenized again (from its start) on a transient store/network error ...
+RETRY_DELAY_S = 2.0  # ... after 2, then 4 s
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ def tokenize_shard(config: TokenizeConfig, index: int, path: str, shard_dir: str
     if fs.exists(p):  # a crashed attempt: start the part again
         fs.rm(p, recursive=True)
     tok = FastTokenizer.from_pretrained(config.tokenizer)
+    split = [t for t in (BOS, EOS) if t not in tok.special_ids]
+    if split:
+        raise ValueError(f"tokenizer {config.tokenizer}: {' and '.join(split)} are not single tokens, yet every "
+                         f"document starts with {BOS} and ends with {EOS}; build the tokenizer with "
+                         f"`soda build-tokenizer` (it adds them to a Qwen3 base)")
     lo, hi = tok.audio_base_id, tok.audio_base_id + tok.num_audio_tokens
     meta = CacheMetadata(_cache_metadata(config, tok.vocab_size))
     exemplar = {FIELD: np.zeros((0,), dtype=np.int32)}
@@ -147,7 +156,8 @@ def tokenize(config: TokenizeConfig) -> dict[str, Any]:
     jobs = [(config, i, inputs[i], shard_dir(i), stats_file(i)) for i in todo]
     if stats:
         logger.info("tokenize: %d of %d parts already done", len(stats), len(inputs))
-    results = run_shards(tokenize_shard, jobs, desc="tokenize", num_cpus=config.cpus_per_shard)
+    results = run_shards(tokenize_shard, jobs, desc="tokenize", num_cpus=config.cpus_per_shard,
+                         attempts=SHARD_ATTEMPTS, retry_delay_s=RETRY_DELAY_S, job_names=[inputs[i] for i in todo])
     for job, result in zip(jobs, results):
         stats[job[1]] = result
     parts = [stats[i] for i in range(len(inputs))]

@@ -78,7 +78,7 @@ def llama3_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def qwen_dir(tmp_path_factory) -> str:
-    """The tiny Qwen-style SODA tokenizer (16,840 ids), built once per session."""
+    """The tiny Qwen-style SODA tokenizer (16,842 ids), built once per session."""
     from tokenizer.testing import qwen_style_extended_dir
 
     return qwen_style_extended_dir(str(tmp_path_factory.getbasetemp()))

@@ -24,6 +24,7 @@ from tokenizer.documents import (
 )
 
 BOS, TS, TE, AS, AE = "<|begin_of_text|>", "<|text_start|>", "<|text_end|>", "<|audio_start|>", "<|audio_end|>"
+EOS = "<|end_of_text|>"
 
 
 def audio(frames, seed=0):
@@ -34,19 +35,23 @@ def utt(i, text, frames=2, rec="rec", seed=None):
     return Utterance(f"u{i}", rec, i, text, frames / 12.5, audio(frames, i if seed is None else seed))
 
 
-def test_both_formats_exactly_as_reference():
+def test_both_formats_exactly_as_released():
+    """reference.md section 3's templates, wrapped in BOS ... EOS as the released documents are
+    (section 10)."""
     u0, u1 = utt(0, "Hello there."), utt(1, "Second one")
     docs = recording_documents("rec", [u1, u0], Counter())  # out of order on purpose
     assert [(d.id, d.format) for d in docs] == [("rec:0000:text_first", TEXT_FIRST), ("rec:0000:audio_first", AUDIO_FIRST)]
-    assert docs[0].text == BOS + TS + "Hello there." + TE + AS + u0.audio + AE + TS + "Second one" + TE + AS + u1.audio + AE
-    assert docs[1].text == BOS + AS + u0.audio + AE + TS + "Hello there." + TE + AS + u1.audio + AE + TS + "Second one" + TE
+    assert docs[0].text == (BOS + TS + "Hello there." + TE + AS + u0.audio + AE + TS + "Second one" + TE + AS + u1.audio
+                            + AE + EOS)
+    assert docs[1].text == (BOS + AS + u0.audio + AE + TS + "Hello there." + TE + AS + u1.audio + AE + TS + "Second one"
+                            + TE + EOS)
 
 
 def test_empty_and_missing_transcripts_keep_the_audio():
     counts = Counter()
     u0, u1 = utt(0, None), utt(1, "   ")
     (doc,) = recording_documents("r", [u0, u1], counts, formats=[TEXT_FIRST])
-    assert doc.text == BOS + TS + TE + AS + u0.audio + AE + TS + TE + AS + u1.audio + AE
+    assert doc.text == BOS + TS + TE + AS + u0.audio + AE + TS + TE + AS + u1.audio + AE + EOS
     assert counts["empty_transcripts"] == 2
 
 
@@ -79,8 +84,8 @@ def test_hostile_transcripts_never_become_audio_or_control_tokens():
     # every audio-range character in the document is one of the utterances' audio characters,
     assert count_audio_tokens(doc.text) == sum(len(u.audio) for u in utts)
     # and the only <|...|> strings are the document's own markers
-    assert doc.text.count("<|") == 1 + 4 * len(utts)
-    for marker, n in [(BOS, 1), (TS, len(utts)), (TE, len(utts)), (AS, len(utts)), (AE, len(utts))]:
+    assert doc.text.count("<|") == 2 + 4 * len(utts)
+    for marker, n in [(BOS, 1), (EOS, 1), (TS, len(utts)), (TE, len(utts)), (AS, len(utts)), (AE, len(utts))]:
         assert doc.text.count(marker) == n
     assert counts["texts_sanitized"] == len(HOSTILE)
 
@@ -104,9 +109,9 @@ def test_split_at_utterance_boundaries():
     parts = split_recording(utts, 1 + 2 * 88, counts)
     assert [[u.utterance_id for u in p] for p in parts] == [["u0", "u1"], ["u2", "u3"], ["u4"]]
     assert counts["recordings_split"] == 1 and counts["overlong_utterances"] == 0
-    docs = recording_documents("r", utts, Counter(), max_tokens=1 + 2 * 88)
+    docs = recording_documents("r", utts, Counter(), max_tokens=2 + 2 * 88)  # BOS and EOS
     assert [d.id for d in docs][:3] == ["r:0000:text_first", "r:0000:audio_first", "r:0001:text_first"]
-    assert all(estimate_document_tokens(d.text) <= 1 + 2 * 88 for d in docs)
+    assert all(estimate_document_tokens(d.text) <= 2 + 2 * 88 for d in docs)
     assert len(docs) == 6
 
 
@@ -125,15 +130,15 @@ def test_invalid_audio_is_skipped_and_counted():
     bad_char = Utterance("u2", "r", 2, "y", 0.1, "a" * 8)
     empty = Utterance("u3", "r", 3, "z", 0.0, "")
     (doc,) = recording_documents("r", [good, bad_len, bad_char, empty], counts, formats=[TEXT_FIRST])
-    assert doc.text == BOS + TS + "fine" + TE + AS + good.audio + AE
+    assert doc.text == BOS + TS + "fine" + TE + AS + good.audio + AE + EOS
     assert counts["invalid_audio_utterances"] == 2 and counts["empty_audio_utterances"] == 1
 
 
 def test_text_document():
     counts = Counter()
     d = text_document("t1", "Plain text <|eot_id|>here.", counts)
-    assert (d.format, d.text) == ("text", BOS + "Plain text here.")
-    assert text_document("t2", "x", counts, add_bos=False).text == "x"
+    assert (d.format, d.text) == ("text", BOS + "Plain text here." + EOS)
+    assert text_document("t2", "x", counts, add_bos=False).text == "x" + EOS
 
 
 # ---- the interleave step ---------------------------------------------------------------------
@@ -276,9 +281,12 @@ def test_text_corpus_passes_through(tmp_path):
     assert summary["private_use_chars_dropped"] == 1
 
 
-def test_optional_eos():
+def test_eos_by_default_and_the_literal_section_3_form_on_request():
     u0 = utt(0, "hi")
-    (doc,) = recording_documents("r", [u0], Counter(), formats=[AUDIO_FIRST], end_with_eos=True)
+    (doc,) = recording_documents("r", [u0], Counter(), formats=[AUDIO_FIRST])
     assert doc.text == BOS + AS + u0.audio + AE + TS + "hi" + TE + "<|end_of_text|>"
-    assert text_document("t", "x", Counter(), end_with_eos=True).text == BOS + "x<|end_of_text|>"
+    assert text_document("t", "x", Counter()).text == BOS + "x<|end_of_text|>"
     assert estimate_document_tokens(doc.text) == 16 + 2 + 4 + 1
+    (bare,) = recording_documents("r", [u0], Counter(), formats=[AUDIO_FIRST], end_with_eos=False)
+    assert bare.text == doc.text[: -len(EOS)]
+    assert text_document("t", "x", Counter(), end_with_eos=False).text == BOS + "x"

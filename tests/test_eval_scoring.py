@@ -7,6 +7,7 @@ import pytest
 
 from eval.scoring import (
     continuation_loglik,
+    harness_choice_chars,
     mean_logprob,
     multiple_choice,
     pair_accuracy,
@@ -67,6 +68,48 @@ def test_multiple_choice_acc_norm_by_characters():
     assert out["acc"] == 1.0 and out["acc_norm"] == 0.5
     with pytest.raises(ValueError, match="zero characters"):
         multiple_choice([[-1.0, -1.0]], [[0, 3]], [0])
+
+
+def test_harness_choice_chars_drop_the_target_delimiter():
+    assert harness_choice_chars(" He runs.") == 8  # lm-eval-harness: len(choice), no leading space
+    assert harness_choice_chars("\nB", target_delimiter="\n") == 1
+    with pytest.raises(ValueError, match="target delimiter"):
+        harness_choice_chars("He runs.")
+
+
+class _FakeTextContext:
+    """Just enough of EvalContext for HellaSwag's scorer: one id per character, and fixed
+    per-token log-probs that give each ending a chosen total log-likelihood."""
+
+    def __init__(self, ending_logliks: dict):
+        self.ending_logliks = ending_logliks
+
+    def encode(self, text, bos=True):
+        return ([0] if bos else []) + [ord(ch) for ch in text]
+
+    def logprobs(self, seqs):
+        out = []
+        for seq in seqs:
+            ending = "".join(chr(i) for i in seq).split(":", 1)[1][len(" It starts"):]
+            n = len(ending)
+            out.append(np.array([NAN] + [0.0] * (len(seq) - 1 - n) + [self.ending_logliks[ending] / n] * n))
+        return out
+
+
+def test_hellaswag_acc_norm_near_tie_follows_the_harness_not_the_leading_space():
+    from eval.tasks.hellaswag import _score_chunk
+
+    short, long = " He runs.", " He runs away fast."  # 8 and 18 characters without the space
+    # per harness character: -10/8 = -1.250 < -22.4/18 = -1.244 -> the long ending (label 1) wins;
+    # counting the leading space: -10/9 = -1.111 > -22.4/19 = -1.179 -> the short one would win.
+    ctx = _FakeTextContext({short: -10.0, long: -22.4})
+    rows = _score_chunk(ctx, [{"id": "0", "context": "Running: It starts", "choices": [short, long], "label": 1}])
+    assert rows[0]["chars"] == [8, 18]
+    assert rows[0]["loglik"] == [pytest.approx(-10.0), pytest.approx(-22.4)]
+    out = multiple_choice([rows[0]["loglik"]], [rows[0]["chars"]], [1])
+    assert out["acc"] == 0.0 and out["acc_norm"] == 1.0
+    with_space = multiple_choice([rows[0]["loglik"]], [[len(short), len(long)]], [1])
+    assert with_space["acc_norm"] == 0.0  # the old convention picks the other ending
 
 
 def test_continuation_loglik_sums_after_context():

@@ -1,6 +1,7 @@
 """The paper's WER normalisations, corpus vs mean-of-utterances WER, Whisper's normaliser."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from eval.wer import (
     mean_utterance_wer,
     normalize_asr,
     normalize_tts,
+    packaged_spelling_table,
     utterance_wers,
     whisper_normalizer,
 )
@@ -49,10 +51,39 @@ def test_normalisation_changes_the_wer():
     assert corpus_wer(refs, hyps, normalize_tts)["wer"] == pytest.approx(1 / 3)  # don't != dont
 
 
-def test_whisper_normaliser_offline_and_with_a_spelling_table(tmp_path):
-    bare = whisper_normalizer(str(tmp_path / "nowhere"))
-    assert bare.spelling_table.startswith("none")
-    assert bare("Mr. Smith won't pay $5!") == "mister smith will not pay $5"
+def test_whisper_normaliser_uses_the_packaged_spelling_table_offline(tmp_path):
+    # No normalizer.json anywhere: the table comes from the installed whisper-normalizer package.
+    w = whisper_normalizer(str(tmp_path / "nowhere"))
+    assert w.spelling_table.startswith("whisper-normalizer 0.1.15 package, whisper_normalizer/normalizers/english.json")
+    assert whisper_normalizer(None).spelling_table == w.spelling_table
+    assert w("Mr. Smith won't pay $5!") == "mister smith will not pay $5"
+    assert (w("The colour of the centre; we organise, they travelled.")
+            == "the color of the center we organize they traveled")
+
+
+def test_packaged_spelling_table_is_whispers_and_read_from_the_package():
+    from importlib import resources
+
+    mapping, where = packaged_spelling_table()
+    assert len(mapping) == 1739 and "(1739 entries)" in where  # openai-whisper's english.json
+    assert mapping["colour"] == "color" and mapping["organise"] == "organize"
+    packaged = resources.files("whisper_normalizer").joinpath("normalizers/english.json")
+    assert json.loads(packaged.read_text(encoding="utf-8")) == mapping
+    repo = Path(__file__).resolve().parents[1]
+    assert not Path(str(packaged)).resolve().is_relative_to(repo / "eval")  # the package's file, no copy of ours
+    assert not list(repo.glob("eval/**/english.json")) and not list(repo.glob("eval/**/normalizer.json"))
+
+
+def test_spelling_pairs_through_the_wer_path(tmp_path):
+    w = whisper_normalizer(None)
+    refs = ["The colour of the centre", "We organise what they travelled"]
+    hyps = ["the color of the center", "we organize what they traveled"]
+    assert corpus_wer(refs, hyps, w)["wer"] == 0.0
+    assert corpus_wer(refs, hyps, normalize_asr)["errors"] == 4  # the paper's normaliser keeps spellings
+
+
+def test_an_explicit_normalizer_json_takes_precedence(tmp_path):
     (tmp_path / "normalizer.json").write_text(json.dumps({"colour": "color"}))
     full = whisper_normalizer(str(tmp_path))
     assert full("The colour.") == "the color" and full.spelling_table.endswith("normalizer.json")
+    assert full("the centre") == "the centre"  # only the named table is used

@@ -51,9 +51,33 @@ def test_isoflop_sweep_analysis_reads_every_train_and_nll_eval_of_the_grid():
         assert train.name == f"checkpoints/{point.name}"
         assert train.identity.versioned["num_steps"] == point.steps
         assert train.identity.versioned["batch_size"] == point.batch
+        assert train.concrete_config(plan.paths).shape == point.shape  # the shape whose FLOPs were counted
         nll = by_path[run.evals["validation_nll"]]
         assert nll.name.startswith("evaluation/validation_nll-") and train in nll.dependencies
         assert train in fits.dependencies and nll in fits.dependencies
+
+
+def test_an_isoflop_run_trains_its_grid_points_own_shape_under_any_grid_setting():
+    """With a non-default head width and MLP ratio, the shape rebuilt from a preset name
+    (`isoflop-d<width>`, default grid rules) is another model than the one the grid counted."""
+    from experiments.defaults import isoflop_train
+    from experiments.soda_data import tokenized, tokenizer
+    from pipeline.plan import build_plan
+    from steps.scaling.grid import IsoFlopGridConfig, isoflop_grid, shape_for_width
+    from steps.training.mixtures import FINAL
+    from steps.training.train import resolve
+
+    grid = IsoFlopGridConfig(budgets=(3e18,), head_width=64, mlp_ratio=3, steps_per_run=2**12)
+    points = isoflop_grid(grid)
+    assert points
+    for point in points:
+        assert shape_for_width(point.hidden) != point.shape  # what a preset name would have trained
+        plan = build_plan([isoflop_train(point, caches=tokenized, tokenizer=tokenizer, mixture=FINAL)], "/p")
+        config = plan.steps[-1].concrete_config(plan.paths)
+        assert config.shape == point.shape
+        resolved = resolve(config, vocab_size=point.vocab_size)
+        assert resolved.shape == point.shape and resolved.num_steps == point.steps
+        assert resolved.learning_rate == point.lr
 
 
 def test_default_train_versions_what_changes_the_model_and_refuses_the_rest():

@@ -39,13 +39,13 @@ def test_supervised_components_use_levanters_supervised_format(tmp_path):
     tc = train_config(cfg, None)
     tc = type(tc)(**{**tc.__dict__, "preset": "tiny", "caches": {"sft": str(tmp_path / "sft"),
                                                                     "plain": str(tmp_path / "plain")}})
-    lm = build_train_lm_config(tc, resolve(tc, vocab_size=16_840))
+    lm = build_train_lm_config(tc, resolve(tc, vocab_size=16_842))
     comps = lm.data.components
     assert isinstance(comps["sft"].format, SupervisedLmDatasetFormat) and comps["sft"].pack is True
     assert isinstance(comps["plain"].format, TextLmDatasetFormat) and comps["plain"].pack is None
     bad = type(tc)(**{**tc.__dict__, "component_formats": {"sft": "chat"}})
     with pytest.raises(ValueError, match="component_formats"):
-        build_train_lm_config(bad, resolve(bad, vocab_size=16_840))
+        build_train_lm_config(bad, resolve(bad, vocab_size=16_842))
 
 
 def test_init_resolution_hf_dir_export_or_an_already_converted_checkpoint(tmp_path, monkeypatch):
@@ -148,7 +148,7 @@ def test_finetune_starts_from_the_init_model_masks_the_prompt_and_resumes(tmp_pa
         answer_nll += list(-lp[n_prompt:])
         all_nll += list(-lp[1:])
     expected, unmasked = float(np.mean(answer_nll)), float(np.mean(all_nll))
-    random_init = math.log(16_840)
+    random_init = math.log(16_842)
     assert unmasked - expected > 0.3 and expected < random_init - 1.0, (expected, unmasked)
 
     out = str(tmp_path / "ft")

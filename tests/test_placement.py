@@ -166,10 +166,28 @@ def test_unplaceable_steps_are_named_with_what_is_missing_and_what_the_cluster_h
 
 def test_resources_on_different_node_types_are_not_one_node(small_cluster):
     step = ExecutorStep(name="both", fn=write_value, config=ValueConfig(out="x", value=1, ledger="l"),
-                        resources=ResourceConfig(cpus=20, tpu="v5p-32"))  # 32 CPUs on one type, the head on another
+                        resources=ResourceConfig(cpus=20, custom={"TPU": 4}))  # 32 CPUs on one type, TPUs on others
     problem = placement_problems(pending_of([step]), node_types_from_cluster_file(small_cluster))["both"]
-    assert problem.startswith("needs {CPU: 20, TPU-v5p-32-head: 1} on one node; each is on some node type, but no "
+    assert problem.startswith("needs {CPU: 20, TPU: 4} on one node; each is on some node type, but no "
                               "node type has them all")
+
+
+def test_a_tpu_step_supervises_from_the_head_node_and_needs_only_a_slice(small_cluster):
+    """The supervisor holds no CPU on the head (0 CPUs in the cluster file) and never sits on a slice."""
+    options = ResourceConfig(tpu="v5p-32", max_retries=2).ray_options()
+    assert options == {"num_cpus": 0, "max_retries": 2, "resources": {"node:__internal_head__": 0.001}}
+    types = node_types_from_cluster_file(small_cluster)
+    ok = ExecutorStep(name="ok", fn=write_value, config=ValueConfig(out="x", value=1, ledger="l"),
+                      resources=ResourceConfig(tpu="v5p-32"))
+    missing = ExecutorStep(name="missing", fn=write_value, config=ValueConfig(out="x", value=1, ledger="l"),
+                           resources=ResourceConfig(tpu="v5p-128"))
+    problems = placement_problems(pending_of([ok, missing]), types)
+    assert "ok" not in problems
+    assert problems["missing"] == ("needs TPU-v5p-128-head: 1 (a v5p-128 slice); the cluster's TPU node types: "
+                                   "v5litepod-4, v5p-32, v5p-64")
+    for bad in ({"gpus": 1}, {"memory_gb": 4}, {"custom": {"a100": 1}}):
+        with pytest.raises(ValueError, match="supervisor"):
+            ResourceConfig(tpu="v5p-32", **bad)
 
 
 def test_a_step_rule_is_asked_only_about_fitting_node_types_and_one_clean_one_suffices(small_cluster):
@@ -330,7 +348,7 @@ def test_an_autoscaling_cluster_without_published_node_types_refuses_rather_than
                      env={"SODA_RAY_AUTOSCALING": "1"})
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert "1 step(s) cannot run, so nothing was started" in out.stderr
-    assert "needs {CPU: 1, TPU-v5p-64-head: 1} on one node, but no node of the Ray cluster" in out.stderr
+    assert "needs {TPU-v5p-64-head: 1} on one node, but no node of the Ray cluster" in out.stderr
     assert "the cluster has no TPU node types" in out.stderr
     assert "publishes no node types" in out.stderr and "--cluster" in out.stderr
     assert not os.path.exists(tmp_path / "ledger") and [f for _, _, f in os.walk(prefix) if f] == []

@@ -37,6 +37,8 @@ def test_converts_released_schema(tmp_path):
     first = docs.to_pylist()[0]
     assert first["recording_id"] == "abcDEF12345" and first["format"] == "text_first"
     assert first["text"].startswith("<|begin_of_text|><|text_start|>Hello there.<|text_end|><|audio_start|>")
+    assert all(r["text"].endswith("<|audio_end|><|end_of_text|>") or r["text"].endswith("<|text_end|><|end_of_text|>")
+               for r in docs.to_pylist())  # released EOS kept: the interleave step's documents end so too
     assert audio in docs.to_pylist()[-1]["text"]
     assert json.loads((out / "summary.json").read_text()) == summary
     # rerun: done files are skipped

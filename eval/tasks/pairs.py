@@ -12,11 +12,14 @@ from __future__ import annotations
 from eval import datasets as D
 from eval.scoring import pair_accuracy, per_part_accuracy, span_mean_logprob
 from eval.tasks.common import EvalContext, TaskResult, token_convention
+from steps.training.composition import keep_codebooks
 from tokenizer.vocab import AUDIO_END, AUDIO_START, TEXT_END, TEXT_START
 
 
 def _score_audio_chunk(ctx: EvalContext, chunk: list[dict]) -> list[dict]:
     strings = ctx.audio_strings([w for ex in chunk for w in (ex["positive"], ex["negative"])])
+    if ctx.config.input_codebooks:  # a model trained on these codebooks only reads only them
+        strings = [keep_codebooks(s, ctx.config.input_codebooks) for s in strings]
     seqs = [ctx.encode(AUDIO_START + s + AUDIO_END) for s in strings]
     lps = ctx.logprobs(seqs)
     k = ctx.config.codebooks
@@ -48,6 +51,8 @@ def _convention(ctx: EvalContext, modality: str, extra: dict | None = None) -> d
         "score": "mean log-prob over tokens strictly between the delimiters (delimiters excluded)",
         "codebooks": (f"first {ctx.config.codebooks} (frame-major reshape(-1, 8)[:, :k])"
                       if audio and ctx.config.codebooks else ("all 8" if audio else None)),
+        "input_codebooks": (f"input holds codebooks 0..{ctx.config.input_codebooks - 1} only, all scored"
+                            if audio and ctx.config.input_codebooks else ("all 8" if audio else None)),
         "accuracy": "strict positive > negative, pooled over pairs (acc); ties count 1/2 in acc_ties_half",
         "mimi": ctx.config.mimi_model if audio else None,
         **(extra or {}),

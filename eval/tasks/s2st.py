@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from eval.bleu import corpus_bleu
-from eval.judges import SpeakerJudge, WhisperJudge, is_random_judge, to_16k
+from eval.judges import SpeakerJudge, WhisperJudge, describe_sim_judge, is_random_judge, to_16k
 from eval.tasks.common import EvalContext, TaskResult, token_convention
 from eval.wer import normalize_asr
 from tokenizer.prompts import s2st_prompt
@@ -108,8 +108,8 @@ def s2st(ctx: EvalContext) -> TaskResult:
             "asr_bleu": f"sacrebleu corpus BLEU ({asr['signature']}) of ASR judge {c.tts_asr_judge}'s transcripts "
                         "of the generated speech vs the reference translation; both lowercased, punctuation removed",
             "text_bleu": "the same BLEU of the model's own target text",
-            "sim": f"cosine of {c.tts_sim_judge} embeddings, generated speech vs the SOURCE clip, 16 kHz; mean over "
-                   "pairs whose clips last >= 0.5 s",
+            "sim": f"cosine of {describe_sim_judge(c.tts_sim_judge)} embeddings, generated speech vs the SOURCE "
+                   "clip, 16 kHz; mean over the pairs the judge can embed (the others counted in sim_unscored)",
             "sim_reference": "the same for CVSS-T's reference target speech vs the source clip",
             "terminated": "share of pairs whose sample produced <|audio_end|> within the budget",
             "mimi": c.mimi_model, "judges": "random-init (plumbing)" if random_judges else "pretrained"}

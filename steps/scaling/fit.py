@@ -19,6 +19,7 @@ records which). Output (JSON with --json, else a short report):
   compute-optimal allocation under C = 6 N D (Chinchilla's closed form). C there is 6ND in
   the fit's own N (non-embedding by default), not the Levanter FLOP budget: with a 144,644
   vocabulary the two differ a lot for small models (see steps/training/accounting.py).
+  The plots (steps/scaling/plots.py) put every point and curve at accounted training FLOPs.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def fit_scaling(runs: Runs, *, params_kind: str = "nonembedding", bootstrap: int
     logger.info("fitted %d runs: approach 2 in %.2fs, approach 3 (%d starts, %d resamples) in %.2fs",
                 len(runs), t1 - t0, a3.n_starts, bootstrap, t2 - t1)
     return {"runs": len(runs), "budgets": runs.budgets(), "params_kind": params_kind,
-            "compute": "budget column (Approach 2); 6ND in the fit's N (Approach 3 allocation)",
+            "compute": "budget column = accounted training FLOPs (Approach 2); 6ND in the fit's N "
+                       "(Approach 3 closed-form allocation and --predict-k only)",
             "approach2": approach2, "approach3": approach3}
 
 
@@ -88,7 +90,8 @@ def predict_loss(law: ParametricLaw, n: float, d: float) -> dict:
 
 
 def predict_at_k(law: ParametricLaw, compute: float, k: float) -> dict:
-    """Loss at compute C (= 6ND) when trained on K times the compute-optimal data."""
+    """Loss at compute C (= 6ND in the fit's N, not accounted FLOPs) when trained on K times the
+    compute-optimal data."""
     n_opt, d_opt = law.compute_optimal(compute)
     n, d, loss = law.at_overtraining(compute, k)
     return {"compute": compute, "k": k, "params": float(n), "tokens": float(d), "loss": float(loss),
@@ -141,7 +144,8 @@ def cli_main(argv: Sequence[str]) -> int:
     parser.add_argument("--predict", type=_pair, nargs="*", default=[], metavar="N,D",
                         help="predict the loss of N params trained on D tokens")
     parser.add_argument("--predict-k", type=_pair, nargs="*", default=[], metavar="C,K",
-                        help="predict the loss at compute C (=6ND) with K times the optimal data")
+                        help="predict the loss at compute C (= 6ND in the fit's N, not accounted training FLOPs) "
+                             "with K times the optimal data")
     args = parser.parse_args(list(argv))
     from steps.cli_checks import first_problem, number_problem, read_text_file
 

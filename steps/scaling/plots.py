@@ -2,9 +2,14 @@
 
 - `plot_isoflop_curves`: loss vs N and vs D per budget, fitted parabolas, their minima;
 - `plot_optimal_allocation`: N* and D* vs C with the power-law fits, extrapolated;
-- `plot_loss_predictions`: Approach 3's predicted loss vs C = 6ND at over-training ratios
-  K = 1, 5, 20, 100, with the sweep's runs (grey) and any final runs (coloured);
+- `plot_loss_predictions`: Approach 3's predicted loss vs training compute at over-training
+  ratios K = 1, 5, 20, 100, with the sweep's runs (grey) and any final runs (coloured);
 - `plot_nll_vs_metrics`: each downstream metric against validation NLL, with a regression line.
+
+Compute on every x axis is training FLOPs as steps/training/accounting.py counts them (3 x
+Levanter's forward FLOPs per token x tokens, LM head and attention included), which is what the
+fits use: the runs' `budget` column. Never 6ND: with a 144,644 vocabulary the LM head dominates
+small models and 6ND undercounts them severalfold.
 
 Every function takes an output directory (local path or fsspec URL) and returns the paths it
 wrote. SVGs carry no date and a fixed hash salt, so reruns produce identical files.
@@ -17,6 +22,8 @@ import math
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+
+COMPUTE_LABEL = "training compute C (FLOPs, accounted: 3 x forward incl. LM head; not 6ND)"
 
 
 def _pyplot():
@@ -82,7 +89,7 @@ def plot_isoflop_curves(runs, approach2: Mapping, out_dir: str, name: str = "iso
         ax.set_xscale("log")
         ax.set_ylabel("validation loss")
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(title="budget (FLOPs)", fontsize=8)
+    axes[0].legend(title="budget (training FLOPs)", fontsize=8)
     fig.suptitle("IsoFLOP curves (stars: parabola minima)")
     return _save(fig, out_dir, name)
 
@@ -104,7 +111,7 @@ def plot_optimal_allocation(approach2: Mapping, out_dir: str, extrapolate_to: fl
         ax.plot(grid[~fitted], k * grid[~fitted] ** b, color="C0", ls="--", label="extrapolation")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("compute C (FLOPs)")
+        ax.set_xlabel(COMPUTE_LABEL)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
@@ -112,34 +119,90 @@ def plot_optimal_allocation(approach2: Mapping, out_dir: str, extrapolate_to: fl
     return _save(fig, out_dir, name)
 
 
-def plot_loss_predictions(law, runs, out_dir: str, ks: Sequence[float] = (1, 5, 20, 100),
-                          final_runs=None, name: str = "loss_predictions") -> list[str]:
-    """Predicted loss vs C = 6ND at each K, the sweep's runs in grey, final runs coloured."""
+def accounted_compute(runs) -> np.ndarray:
+    """Each run's training compute as the fits use it: the `budget` column (steps/scaling/runs.py),
+    i.e. accounted training FLOPs (the IsoFLOP grid's budget, or a final run's own
+    `training_flops`); never 6ND."""
+    return np.asarray(runs.budget, dtype=float)
+
+
+def _params_kind(runs) -> str:
+    """'total' when the runs' N equals their recorded params_total, else 'nonembedding' (the
+    runs table's default meaning of N)."""
+    extra = runs.extra or ()
+    if extra and all(_num(_float(e.get("params_total"))) for e in extra):
+        if np.allclose(runs.params, [float(e["params_total"]) for e in extra], rtol=1e-9):
+            return "total"
+    return "nonembedding"
+
+
+def family_training_flops(params, tokens, params_kind: str = "nonembedding") -> np.ndarray:
+    """Accounted training FLOPs (steps/training/accounting.py) of a model of the IsoFLOP grid's
+    shape family (steps/scaling/grid.py `shape_for_width`: 144,644 vocabulary, 4,096 context) with
+    `params` parameters (`params_kind`: which count) trained on `tokens` tokens. The per-token cost
+    is interpolated in log N between the family's widths 128, 256, ..., 16,384; NaN outside."""
+    from steps.scaling.grid import shape_for_width
+    from steps.training.accounting import forward_flops_per_token, params_nonembedding, params_total
+
+    count = {"nonembedding": params_nonembedding, "total": params_total}[params_kind]
+    shapes = [shape_for_width(h) for h in range(128, 16_384 + 1, 128)]
+    log_n = np.log([count(sh) for sh in shapes])
+    log_cost = np.log([3.0 * forward_flops_per_token(sh) for sh in shapes])
+    x = np.log(np.asarray(params, dtype=float))
+    per_token = np.exp(np.interp(x, log_n, log_cost, left=np.nan, right=np.nan))
+    return per_token * np.asarray(tokens, dtype=float)
+
+
+def loss_predictions_figure(law, runs, ks: Sequence[float] = (1, 5, 20, 100), final_runs=None,
+                            params_kind: Optional[str] = None):
+    """The figure of `plot_loss_predictions` (not saved; for inspection).
+
+    x is accounted training FLOPs throughout. Runs sit at their `budget` (`accounted_compute`).
+    Each predicted curve follows Approach 3's closed-form allocation, which is defined under
+    C = 6ND in the fit's N (steps/scaling/approach3.py): for a grid of such C, (N, D) =
+    (N*(C) / K, K D*(C)), drawn at the accounted training FLOPs of that (N, D)
+    (`family_training_flops`, the IsoFLOP grid's shapes; `params_kind` defaults to what the runs
+    record). So K = D / D* with D* the 6ND-optimal data, and each curve point is a real model's
+    cost, not 6ND.
+    """
     plt = _pyplot()
+    kind = params_kind or _params_kind(runs)
     fig, ax = plt.subplots(figsize=(7, 5))
-    sweep_c = 6 * runs.params * runs.tokens
+    sweep_c = accounted_compute(runs)
     points = [sweep_c]
-    if final_runs is not None and len(final_runs):
-        points.append(6 * final_runs.params * final_runs.tokens)
+    has_final = final_runs is not None and len(final_runs)
+    if has_final:
+        points.append(accounted_compute(final_runs))
     all_c = np.concatenate(points)
-    grid = np.logspace(math.log10(all_c.min()) - 0.3, math.log10(all_c.max()) + 0.5, 200)
+    lo, hi = all_c.min() * 10**-0.3, all_c.max() * 10**0.5
+    c_6nd = np.logspace(math.log10(lo) - 3, math.log10(hi), 400)  # accounted FLOPs >= 6ND
     ax.scatter(sweep_c, runs.loss, color="grey", s=14, alpha=0.7, label="IsoFLOP runs")
     for color, k in zip(_colors(len(ks)), ks):
-        _, _, loss = law.at_overtraining(grid, k)
-        ax.plot(grid, loss, color=color, label=f"predicted, K = {k:g}")
-    if final_runs is not None and len(final_runs):
-        final_c = 6 * final_runs.params * final_runs.tokens
+        n, d, loss = law.at_overtraining(c_6nd, k)
+        c = family_training_flops(n, d, kind)
+        keep = np.isfinite(c) & (c >= lo) & (c <= hi)
+        ax.plot(c[keep], loss[keep], color=color, label=f"predicted, K = {k:g}")
+    if has_final:
+        final_c = accounted_compute(final_runs)
         for i, color in enumerate(_colors(len(final_runs))):
             label = final_runs.names[i] if final_runs.names else f"final run {i + 1}"
             ax.scatter([final_c[i]], [final_runs.loss[i]], color=color, edgecolor="black", s=60,
                        zorder=3, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("compute C = 6ND (FLOPs)")
+    ax.set_xlabel(COMPUTE_LABEL)
     ax.set_ylabel("validation loss")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    ax.set_title("Approach 3 predictions at over-training ratio K = D / D*")
-    return _save(fig, out_dir, name)
+    ax.set_title("Approach 3 predictions at K = D / D* (D*: closed form under 6ND)", fontsize=10)
+    return fig
+
+
+def plot_loss_predictions(law, runs, out_dir: str, ks: Sequence[float] = (1, 5, 20, 100),
+                          final_runs=None, name: str = "loss_predictions",
+                          params_kind: Optional[str] = None) -> list[str]:
+    """Predicted loss vs accounted training FLOPs at each K, the sweep's runs in grey, final runs
+    coloured (see `loss_predictions_figure`)."""
+    return _save(loss_predictions_figure(law, runs, ks, final_runs, params_kind), out_dir, name)
 
 
 def plot_nll_vs_metrics(table: Mapping[str, Mapping[str, float]], nll_metric: str, out_dir: str,
@@ -175,3 +238,10 @@ def plot_nll_vs_metrics(table: Mapping[str, Mapping[str, float]], nll_metric: st
 
 def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _float(x) -> Optional[float]:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None

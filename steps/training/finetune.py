@@ -5,8 +5,8 @@ e.g. the S2ST SFT data of steps.s2st.sft_data.
 - a train step's output: its final HF export (`hf/step-N`, which the train step writes by
   default), or, for a run without one (or one of its `checkpoints/step-N`), the Levanter
   checkpoint's *model* written once as an HF directory under `{output}/warm_start/` by Levanter's
-  converter in a separate CPU-only process (the step itself runs on a TPU slice's host 0, whose
-  chips the per-host training processes need: the launching process must not start JAX there), or
+  converter in a separate CPU-only process (the step's process supervises the slice's training
+  processes and keeps no JAX runtime of its own), or
 - an HF export directory (a train step's `hf/step-N`, or a released SODA model),
 and then runs the train step (steps.training.train) with `warm_start_hf` pointing there: Levanter's
 `initialize_from_hf` loads the weights when the run has no checkpoint of its own, with a fresh
@@ -88,7 +88,8 @@ class FinetuneConfig:
     per_device_parallelism: int = -1
     tpu: Optional[str] = None
     require_accelerator: Optional[bool] = None
-    max_preemptions: int = 3
+    max_preemptions: Optional[int] = None  # as TrainConfig: preemptions retried without limit
+    max_failures: int = 1
     plumbing_run: bool = False
     wandb: Optional[WandbSettings] = None
     output_path: str = this_output_path()
@@ -162,6 +163,7 @@ def train_config(config: FinetuneConfig, warm_dir: str):
         max_eval_batches=config.max_eval_batches, export_hf=config.export_hf, warm_start_hf=warm_dir, mp=config.mp,
         per_device_parallelism=config.per_device_parallelism, tpu=config.tpu,
         require_accelerator=config.require_accelerator, max_preemptions=config.max_preemptions,
+        max_failures=config.max_failures,
         plumbing_run=config.plumbing_run or _init_is_plumbing(config.init_from), wandb=config.wandb,
         output_path=config.output_path)
 

@@ -7,10 +7,11 @@ host of a TPU slice (steps.training.launch). Then it writes `summary.json`.
 
 Output layout (`output_path`, local or gs://):
     checkpoints/step-N/       Levanter checkpoints; the run id is the output's basename, so a
-                              rerun of the step resumes from the latest one
+                              rerun of the step resumes from the latest one (`run_checkpoints`)
     metrics.jsonl             one JSON object per logged step (step, train/loss, eval/loss, ...);
     metrics/part-N.jsonl      on gs:// the same rows in immutable chunks (read both: metrics.read_metrics)
     train_sessions.jsonl      one line per (re)start: the first step it logged
+    slice_events.jsonl        one line per slice attempt that ended early: preempted / waiting / failed, why
     hf/step-N/                the final model as an HF Qwen3 checkpoint (export_hf)
     warm_start/               the warm-start checkpoint resized to the tokenizer (warm_start_hf)
     summary.json              params_total, params_nonembedding, tokens, training_flops, model,
@@ -65,7 +66,18 @@ class TrainConfig:
     anneal_mixture: switch to this mix for the LR decay phase (the data-source ablation).
     warm_start_hf: an HF Qwen3 checkpoint (id, hf://id or local dir) to start from; its
       embeddings are resized to the tokenizer and its own shape is used (preset ignored).
-    tpu: a slice type such as "v5p-64": with Ray up, train on every host of the slice.
+    initialize_from: another train run's output (or one of its `checkpoints/step-N`) to continue
+      from: the whole Levanter train state -- parameters, optimizer moments and step counter -- is
+      loaded (Levanter's `trainer.initialize_from`) when this run has no checkpoint of its own, so the
+      LR schedule and the data position continue at that step. Given a run's output, the checkpoint
+      is its latest before this run's LR decay starts when `anneal_mixture` is set (the paper's
+      annealing restarted SODA-prelim just before its decay), else its latest. Shape, batch and
+      recipe must be the checkpoint's. The optimizer state is kept, not reset: the annealed run
+      is the original run with other data from the decay on. Use it as `output_path_of(step)`, a
+      dependency whose identity enters this run's hash.
+    tpu: a slice type such as "v5p-64": with Ray up, train on every host of the slice, supervised
+      from off the slice; each preemption or lost host resumes from the latest checkpoint
+      (`max_preemptions`, default no limit), an error of the code is retried `max_failures` times.
     plumbing_run: the data came from a random Mimi (also detected from cache summaries).
     component_formats: cache name -> "text" (default: plain token caches) or "supervised"
       (caches with per-token `loss_weights`, e.g. steps.s2st.sft_data; read with Levanter's
@@ -91,11 +103,13 @@ class TrainConfig:
     max_eval_batches: Optional[int] = 64
     export_hf: bool = True
     warm_start_hf: Optional[str] = None
+    initialize_from: Optional[str] = None
     mp: str = "p=f32,c=bfloat16"
     per_device_parallelism: int = -1
     tpu: Optional[str] = None
     require_accelerator: Optional[bool] = None  # None: True iff tpu is set
-    max_preemptions: int = 3
+    max_preemptions: Optional[int] = None  # slice preemptions / lost hosts retried (None: no limit)
+    max_failures: int = 1  # retries after an error of the code on some host (steps.training.launch)
     plumbing_run: bool = False
     wandb: Optional[WandbSettings] = None
     component_formats: dict[str, str] = field(default_factory=dict)
@@ -137,6 +151,10 @@ def resolve(config: TrainConfig, vocab_size: Optional[int] = None, hf_shape: Opt
                              f"given for them (caches: {sorted(config.caches)})")
     if config.batch_size <= 0:
         raise ValueError(f"TrainConfig.batch_size must be positive, got {config.batch_size}")
+    if config.warm_start_hf and config.initialize_from:
+        raise ValueError("TrainConfig: give at most one of warm_start_hf (an HF model, fresh optimizer) and "
+                         f"initialize_from (another run's train state); got {config.warm_start_hf!r} and "
+                         f"{config.initialize_from!r}")
     if (config.num_steps is None) == (config.token_budget is None):
         raise ValueError("TrainConfig: give exactly one of num_steps and token_budget "
                          f"(got num_steps={config.num_steps}, token_budget={config.token_budget})")
@@ -183,7 +201,7 @@ def _format_kwargs(config: TrainConfig, name: str) -> dict[str, Any]:
 
 
 def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] = None,
-                          distributed: Optional[dict] = None):
+                          distributed: Optional[dict] = None, init_checkpoint: Optional[str] = None):
     """Levanter's TrainLmConfig for this run."""
     from datetime import timedelta
     from pathlib import Path
@@ -248,6 +266,7 @@ def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optiona
         checkpointer=checkpointer,
         require_accelerator=require,
         distributed=DistributedConfig(**(distributed or {})),
+        initialize_from=init_checkpoint,
     )
     return TrainLmConfig(
         data=data,
@@ -270,7 +289,8 @@ def _ensure_offline_env(output: str) -> None:
         os.environ["MARIN_PREFIX"] = output if "://" in output else os.path.dirname(os.path.abspath(output))
 
 
-def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] = None) -> dict[str, Any]:
+def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] = None,
+                  init_checkpoint: Optional[str] = None) -> dict[str, Any]:
     """Run Levanter's train_lm for this process (one host of a slice, or the only process);
     returns what JAX saw: process count and index, devices, backend."""
     import jax
@@ -284,7 +304,7 @@ def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] =
         # Cross-process collectives on CPU hosts need gloo (JAX's CPU default has none); TPU and
         # GPU backends ignore this setting. It must be set before jax.distributed.initialize.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    lm_config = build_train_lm_config(config, plan, warm_dir, distributed)
+    lm_config = build_train_lm_config(config, plan, warm_dir, distributed, init_checkpoint)
     levanter_fixes.apply()
     main(lm_config)
     return {"jax_process_count": jax.process_count(), "jax_process_index": jax.process_index(),
@@ -326,30 +346,80 @@ def train(config: TrainConfig) -> dict[str, Any]:
         seq = config.seq_len or 4096
         hf_shape = shape_from_levanter(levanter_config_from_hf(warm_dir, seq, config.tokenizer), vocab)
     plan = resolve(config, vocab_size=vocab, hf_shape=hf_shape)
+    init_checkpoint = checkpoint_to_initialize_from(config, plan)
+    if init_checkpoint:
+        logger.info("train: a run without checkpoints of its own continues from %s", init_checkpoint)
     logger.info("train %s: %s, %d steps x %d x %d tokens, lr %.3g -> %s", plan.preset, plan.shape,
                 plan.num_steps, config.batch_size, plan.seq_len, plan.learning_rate, config.output_path)
     if config.tpu and launch.ray_is_up() and not launch.on_slice_host():
-        hosts = launch.run_on_slice(train_on_host, (config, plan, warm_dir), config.tpu,
-                                    max_preemptions=config.max_preemptions)
+        hosts = launch.run_on_slice(train_on_host, (config, plan, warm_dir, init_checkpoint), config.tpu,
+                                    max_preemptions=config.max_preemptions, max_failures=config.max_failures,
+                                    on_event=lambda event: record_slice_event(config.output_path, event))
     else:
-        hosts = [train_on_host(config, plan, warm_dir)]
+        hosts = [train_on_host(config, plan, warm_dir, init_checkpoint)]
     return write_summary(config, plan, hosts)
+
+
+def run_checkpoints(output: str) -> list[tuple[int, str]]:
+    """(step, path) of a run's complete Levanter checkpoints `{output}/checkpoints/step-N`, by step."""
+    return _complete_steps(output, "checkpoints", "metadata.json")
+
+
+def _complete_steps(output: str, folder: str, marker: str) -> list[tuple[int, str]]:
+    """(N, path) of `{output}/{folder}/step-N` holding `marker` (written last: the step is complete), by N."""
+    from steps.sharding import exists, fs_and_path, join
+
+    base = join(output, folder)
+    if not exists(base):
+        return []
+    fs, p = fs_and_path(base)
+    found = []
+    for entry in fs.ls(p, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if re.fullmatch(r"step-\d+", name) and exists(join(base, name, marker)):
+            found.append((int(name[5:]), join(base, name)))
+    return sorted(found)
+
+
+def checkpoint_to_initialize_from(config: TrainConfig, plan: Resolved) -> Optional[str]:
+    """The checkpoint `config.initialize_from` names (see TrainConfig), or None."""
+    from steps.sharding import exists, join
+
+    source = config.initialize_from
+    if not source:
+        return None
+    if exists(join(source, "metadata.json")):
+        return source  # a checkpoint itself
+    # an annealed run continues from before its LR decay starts (the schedule's decay start; the data
+    # switch, anneal_start_step, is that step rounded up to a mixture block)
+    limit = math.ceil(plan.num_steps * (1 - config.optimizer.decay)) if config.anneal_mixture else None
+    found = [(step, path) for step, path in run_checkpoints(source) if limit is None or step < limit]
+    if not found:
+        raise ValueError(f"TrainConfig.initialize_from: {source} has no complete checkpoint"
+                         + (f" before step {limit} (where this run's LR decay starts)" if limit is not None else "")
+                         + f"; checkpoints there: {[s for s, _ in run_checkpoints(source)] or 'none'}")
+    return found[-1][1]
+
+
+SLICE_EVENTS_FILE = "slice_events.jsonl"
+
+
+def record_slice_event(output: str, event) -> None:
+    """Add a launch attempt that ended without results (a preemption, a lost host, a retried error) to
+    `{output}/slice_events.jsonl`; rewritten whole (object stores cannot append; a run has few)."""
+    from pipeline import strict_json
+    from steps.sharding import atomic_write_bytes, join
+    from steps.training.metrics import read_jsonl
+
+    url = join(output, SLICE_EVENTS_FILE)
+    rows = read_jsonl(url) + [dataclasses.asdict(event)]
+    atomic_write_bytes(url, "".join(strict_json.dumps(r) + "\n" for r in rows).encode())
 
 
 def _latest_hf_export(output: str) -> Optional[str]:
     """`{output}/hf/step-N` with the largest N that holds a config.json, or None."""
-    from steps.sharding import exists, fs_and_path, join
-
-    hf = join(output, "hf")
-    if not exists(hf):
-        return None
-    fs, p = fs_and_path(hf)
-    found = []
-    for entry in fs.ls(p, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if re.fullmatch(r"step-\d+", name) and exists(join(hf, name, "config.json")):
-            found.append((int(name[5:]), join(hf, name)))
-    return max(found)[1] if found else None
+    found = _complete_steps(output, "hf", "config.json")
+    return found[-1][1] if found else None
 
 
 def _jax_layout(config: TrainConfig, hosts: list[dict]) -> dict[str, Any]:
@@ -358,6 +428,11 @@ def _jax_layout(config: TrainConfig, hosts: list[dict]) -> dict[str, Any]:
     return {"tpu": config.tpu, "hosts": len(hosts),
             **{k: first.get(k) for k in ("jax_process_count", "jax_device_count", "jax_local_device_count",
                                          "jax_backend")}}
+
+
+def _slice_event_counts(events: list[dict]) -> dict[str, int]:
+    return {"preemptions": sum(e.get("kind") == "preempted" for e in events),
+            "failures_retried": sum(e.get("kind") == "failed" for e in events)}
 
 
 def _loss(value: Any) -> float:
@@ -397,8 +472,10 @@ def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict
         "final_loss": losses[-1][1] if losses else None,
         "final_eval_loss": evals[-1][1] if evals else None,
         "sessions": len(read_jsonl(join(config.output_path, SESSIONS_FILE))),
+        **_slice_event_counts(read_jsonl(join(config.output_path, SLICE_EVENTS_FILE))),
         "hf_export": hf_dir,
         "warm_start": config.warm_start_hf,
+        "initialized_from": checkpoint_to_initialize_from(config, plan) if config.initialize_from else None,
         "plumbing_run": bool(config.plumbing_run or _caches_say_plumbing(config.caches)),
         **_jax_layout(config, hosts or []),
     }
