@@ -11,17 +11,24 @@
 - a train step's output (steps.training.train: `checkpoints/step-N/`, `summary.json`, maybe
   `hf/step-N/`) or one `checkpoints/step-N` directory: `LevanterLM`, Levanter's own loading
   (`levanter.checkpoint.load_checkpoint` of the model subtree into the Qwen3 config rebuilt from
-  the train summary's shape) and a JAX forward pass. Generation from a Levanter checkpoint
-  converts it once to HF with Levanter's HF converter and samples with torch.
+  the train summary's shape) and a JAX forward pass on JAX's first device (the node's GPU or TPU
+  when the install has its JAX: `infra/install.sh --accelerator`). Generation from a Levanter
+  checkpoint converts it once to HF with Levanter's HF converter and samples with torch.
 
 Both are deterministic for likelihoods: float32, sequences right-padded in batches (causal
 attention never looks at the padding), TF32 off. Sampling is seeded per example
 (`example_seed(seed, index)`), so an example's sample does not depend on the batch it sits in.
+
+Generation runs on the model's device: left-padded prefill (logits of the last position only), a
+KV cache (`CACHES`), and per step `sample_tokens` on the (B, V) logits where they are, exact top-p
+through a top-k prefilter (`nucleus_mask`); only the B sampled ids come to the host, to check for
+the stop id. benchmarks/generate_bench.py times it against transformers' `generate`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -77,19 +84,65 @@ def top_p_filter(logits, top_p: float):
     return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
 
 
-def sample_next(logits, temperature: float, top_p: float, generators) -> list[int]:
-    """One token per row of `logits` (B, V): greedy at temperature 0, else temperature + top-p
-    sampling with each row's own torch.Generator (CPU)."""
+TOP_K_PREFILTER = 1024  # candidates a row's nucleus is first looked for in (nucleus_mask)
+
+
+def nucleus_mask(logits, top_p: float, k: Optional[int] = None):
+    """(B, V) bool: each row's nucleus, exactly `top_p_filter`'s, computed on the logits' device.
+
+    The nucleus is a prefix of the row sorted by probability, so when the `k` (TOP_K_PREFILTER)
+    most probable tokens already hold top_p of the mass (softmax over the whole row), the nucleus
+    lies inside them and `topk` replaces the full sort. Rows whose top-k mass falls short of top_p
+    (a flat distribution: an untrained model, a high temperature) take `top_p_filter`'s full sort.
+    Ties at the boundary may be broken differently, and a mass within float rounding of top_p may
+    fall on the other side, as it may between two sort kernels."""
     import torch
 
-    logits = logits.float().cpu()
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_p >= 1:
+        return torch.ones_like(logits, dtype=torch.bool)
+    k = min(TOP_K_PREFILTER if k is None else k, logits.shape[-1])
+    top, order = torch.topk(logits, k, dim=-1)  # sorted, most probable first
+    probs = torch.exp(top - torch.logsumexp(logits, dim=-1, keepdim=True))
+    mass = probs.cumsum(dim=-1)
+    mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, (mass - probs) < top_p)
+    short = mass[:, -1] < top_p
+    if bool(short.any()):  # one bool to the host
+        rows = short.nonzero()[:, 0]
+        mask[rows] = torch.isfinite(top_p_filter(logits[rows], top_p))
+    return mask
+
+
+def sample_tokens(logits, temperature: float, top_p: float, generators):
+    """One token per row of `logits` (B, V), as a (B,) tensor on the logits' device: greedy at
+    temperature 0, else temperature + top-p sampling with row i drawn by `generators[i]` (a
+    torch.Generator on the logits' device, seeded per example, so a row's draw does not depend
+    on the batch it sits in).
+
+    The draw is torch.multinomial's own for one sample, argmax(p / q) with q ~ Exp(1) drawn over
+    the whole vocabulary from the row's generator: on CPU the tokens are bit for bit those of
+    `torch.multinomial(probs[i], 1, generator=g)`, the sampler SODA used before (logits copied to
+    the host, sorted and drawn row by row); on CUDA the same seeds draw from CUDA generators (a
+    different stream, the same distribution). Nothing (B, V) leaves the device."""
+    import torch
+
+    x = logits.float()
     if temperature == 0:
-        return logits.argmax(dim=-1).tolist()
+        return x.argmax(dim=-1)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    filtered = top_p_filter(logits / temperature, top_p)
-    probs = torch.softmax(filtered, dim=-1)
-    return [int(torch.multinomial(probs[i], 1, generator=g)) for i, g in enumerate(generators)]
+    x = x / temperature
+    probs = torch.softmax(x.masked_fill(~nucleus_mask(x, top_p), float("-inf")), dim=-1)
+    noise = torch.empty_like(probs)
+    for row, g in zip(noise, generators):
+        row.exponential_(1, generator=g)
+    return (probs / noise).argmax(dim=-1)
+
+
+def sample_next(logits, temperature: float, top_p: float, generators) -> list[int]:
+    """`sample_tokens` as a list of ints (the B chosen ids are all that comes to the host)."""
+    return sample_tokens(logits, temperature, top_p, generators).tolist()
 
 
 class ScoringModel:
@@ -109,10 +162,18 @@ class ScoringModel:
 # ---- HF / torch ---------------------------------------------------------------------------
 
 
+# "static": transformers' StaticCache, allocated once for prompt + max_new_tokens (fixed shapes, what
+# CUDA graphs and torch.compile want, no concatenation at each step); "dynamic": a DynamicCache that
+# grows a step at a time; "auto": static on an accelerator, dynamic on CPU, where static attends
+# over the whole preallocated cache at each step and measured 2-5% slower (generate_bench.py).
+# Both give the same tokens.
+CACHES = ("auto", "static", "dynamic")
+
+
 class TorchLM(ScoringModel):
     backend = "hf-torch"
 
-    def __init__(self, hf_dir: str, device: Optional[str] = None):
+    def __init__(self, hf_dir: str, device: Optional[str] = None, cache: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -120,6 +181,7 @@ class TorchLM(ScoringModel):
         torch.backends.cudnn.allow_tf32 = False
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.source = hf_dir
+        self.cache = cache  # KV cache for generation, see CACHES
         try:
             model = AutoModelForCausalLM.from_pretrained(local_path(hf_dir), torch_dtype=torch.float32)
         except OSError as exc:
@@ -157,40 +219,61 @@ class TorchLM(ScoringModel):
         results: list[Generation] = []
         for a, b in _batches(len(prompts), batch_size):
             chunk = prompts[a:b]
-            gens = [torch.Generator().manual_seed(example_seed(seed, a + i)) for i in range(len(chunk))]
+            gens = [torch.Generator(device=self.device).manual_seed(example_seed(seed, a + i))
+                    for i in range(len(chunk))]
             results.extend(self._generate_batch(chunk, gens, temperature, top_p, max_new_tokens, stop_id))
         return results
 
+    def _uses_static_cache(self) -> bool:
+        if self.cache not in CACHES:
+            raise ValueError(f"cache {self.cache!r}: choose one of {CACHES}")
+        return self.cache == "static" or (self.cache == "auto" and self.device != "cpu")
+
     def _generate_batch(self, prompts, generators, temperature, top_p, max_new_tokens, stop_id):
+        """Left-padded prefill (logits of the last position only), then one token per step; the
+        sampled ids stay on the device and feed the next step, only B ids a step reach the host."""
         import torch
 
         n, width = len(prompts), max(p.size for p in prompts)
+        total = width + max_new_tokens
         ids = torch.zeros((n, width), dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.ones((n, total), dtype=torch.long)  # the generated columns are all real tokens
         for i, p in enumerate(prompts):  # left padding: every row's next token is at the end
             ids[i, width - p.size :] = torch.from_numpy(p)
-            mask[i, width - p.size :] = 1
+            mask[i, : width - p.size] = 0
         ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        pos = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        cache_pos = torch.arange(total, device=self.device)
+        static = self._uses_static_cache()
+        if static:
+            from transformers import StaticCache
+
+            past = StaticCache(config=self.model.config, max_cache_len=total)
+        else:
+            from transformers import DynamicCache
+
+            past = DynamicCache()
         out = [[] for _ in range(n)]
         done = [False] * n
-        with torch.no_grad():
-            res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-            past, logits, last = res.past_key_values, res.logits[:, -1], pos[:, -1]
-            for _ in range(max_new_tokens):
-                tokens = sample_next(logits, temperature, top_p, generators)
-                for i, t in enumerate(tokens):
+        with torch.inference_mode():
+            res = self.model(input_ids=ids, attention_mask=mask if static else mask[:, :width], position_ids=pos,
+                             past_key_values=past, use_cache=True, cache_position=cache_pos[:width],
+                             logits_to_keep=1)
+            logits, last = res.logits[:, -1], pos[:, -1:]
+            for step in range(max_new_tokens):
+                tokens = sample_tokens(logits, temperature, top_p, generators)
+                for i, t in enumerate(tokens.tolist()):
                     if not done[i]:
                         out[i].append(t)
                         done[i] = t == stop_id
-                if all(done):
+                if all(done) or step == max_new_tokens - 1:
                     break
-                step = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
-                mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long, device=self.device)], dim=1)
+                here = width + step
                 last = last + 1
-                res = self.model(input_ids=step, attention_mask=mask, position_ids=last[:, None],
-                                 past_key_values=past, use_cache=True)
-                past, logits = res.past_key_values, res.logits[:, -1]
+                res = self.model(input_ids=tokens[:, None], attention_mask=mask if static else mask[:, : here + 1],
+                                 position_ids=last, past_key_values=past, use_cache=True,
+                                 cache_position=cache_pos[here : here + 1])
+                logits = res.logits[:, -1]
         return [Generation(o, d) for o, d in zip(out, done)]
 
 
@@ -232,6 +315,8 @@ class LevanterLM(ScoringModel):
     def __init__(self, path: str, tokenizer: Optional[str] = None, bucket: int = 64):
         from steps.sharding import exists, join, read_json
 
+        # JAX takes 75% of a GPU at start-up by default; generation (torch) and the TTS judges share it
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         self.checkpoint = latest_checkpoint_dir(path)
         train_out = path if exists(join(path, "summary.json")) else _train_output_of(self.checkpoint)
         if train_out is None:
@@ -293,7 +378,7 @@ class LevanterLM(ScoringModel):
         except Exception as exc:  # noqa: BLE001 - shape mismatches come from many places
             raise RuntimeError(f"could not load the model from Levanter checkpoint {self.checkpoint!r} with "
                                f"shape {self.summary['model']}: {exc}") from exc
-        logger.info("loaded Levanter checkpoint %s", self.checkpoint)
+        logger.info("loaded Levanter checkpoint %s on %s", self.checkpoint, jax.local_devices()[0])
         return eqx.combine(trainable, rest)
 
     @staticmethod
@@ -411,4 +496,5 @@ def local_path(path: str) -> str:
 
 
 __all__ = ["Generation", "ScoringModel", "TorchLM", "LevanterLM", "load_scoring_model", "top_p_filter",
-           "sample_next", "example_seed", "latest_checkpoint_dir", "resolve_hf_dir", "local_path"]
+           "nucleus_mask", "sample_tokens", "sample_next", "example_seed", "latest_checkpoint_dir",
+           "resolve_hf_dir", "local_path"]

@@ -6,6 +6,8 @@ Python overhead; here every problem advances together: each iteration evaluates 
 and gradient of all still-active problems in one vectorised call, runs the two-loop recursion
 on a (memory, problems, params) history, and backtracks each problem's step separately
 (Armijo condition). A problem stops when its gradient or its progress becomes negligible.
+A step's curvature pair (s, y) is skipped when it is degenerate (s.y not clearly positive, y.y zero
+or not finite): no division by zero, no NaN scale; the problem keeps its earlier history.
 Callers polish the few results that matter with scipy's L-BFGS-B.
 """
 
@@ -77,14 +79,19 @@ def batched_lbfgs(fg: BatchedObjective, x0: np.ndarray, *, memory: int = 10, max
         s = x_new[moved] - x[idx]
         y = g_new[moved] - g[idx]
         sy = np.einsum("kp,kp->k", s, y)
-        good = sy > 1e-12 * np.maximum(np.einsum("kp,kp->k", y, y), 1e-300)
+        yy = np.einsum("kp,kp->k", y, y)
+        # A curvature pair is kept only when s.y > 0 is well above rounding (relative to y.y) and y.y
+        # is a positive finite number: a degenerate pair (y.y underflowed to 0, or overflowed) would
+        # make gamma = s.y / y.y infinite or NaN, so it is skipped: that problem's history and scale
+        # stay as they were, as for a pair that fails the curvature test.
+        good = (yy > 0) & np.isfinite(yy) & np.isfinite(sy) & (sy > 1e-12 * yy)
         s_hist[slot] = 0.0
         y_hist[slot] = 0.0
         rho[slot] = 0.0
         s_hist[slot, idx[good]] = s[good]
         y_hist[slot, idx[good]] = y[good]
         rho[slot, idx[good]] = 1.0 / sy[good]
-        gamma[idx[good]] = sy[good] / np.einsum("kp,kp->k", y[good], y[good])
+        gamma[idx[good]] = sy[good] / yy[good]
         slot = (slot + 1) % memory
         f_old = f[idx]
         x[idx], f[idx], g[idx] = x_new[moved], f_new[moved], g_new[moved]
