@@ -55,14 +55,17 @@ def local_corpus(name: str = "raw/local-corpus-emilia-like", directory: str = LO
 
 
 def default_encode(name: str, raw: ExecutorStep, files: str = "**/*.tar", mimi_model: str = "kyutai/mimi",
-                   batch_size: int = 8, use_gpu: bool = False, cpus: float = 1.0) -> ExecutorStep:
-    """Mimi-encode the audio shards of a `raw/...` step (one Ray task per shard)."""
+                   batch_size: int = 8, use_gpu: bool = False, cpus: float = 1.0,
+                   max_chunk_seconds: float = 60.0) -> ExecutorStep:
+    """Mimi-encode the audio shards of a `raw/...` step (one Ray task per shard: a webdataset tar, a
+    parquet file, or a YODAS2 audio archive). Mimi sees at most `max_chunk_seconds` at once (SODA's
+    preparation: 60 s)."""
     return ExecutorStep(
         name=f"encoded/{name}",
         fn=encode_speech,
         config=EncodeConfig(input_paths=(output_path_of(raw, files),), output_path=this_output_path(),
                             mimi_model=versioned(mimi_model), num_codebooks=versioned(8), seed=versioned(0),
-                            batch_size=batch_size, use_gpu=use_gpu),
+                            max_chunk_seconds=versioned(max_chunk_seconds), batch_size=batch_size, use_gpu=use_gpu),
         description=f"Mimi codes (8 codebooks) of {raw.name}" + (" [random Mimi: plumbing run]"
                                                                  if mimi_model == "random" else ""),
         resources=ResourceConfig(cpus=cpus),

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "log": ("pipeline.experiment_log:cli_main", "print or open an experiment log"),
+    "status": ("pipeline.status_view:cli_main", "where an experiment stands, from its files (no Ray)"),
+    "logs": ("pipeline.step_log:cli_main", "print a step's log (what it printed and logged); --follow to tail it"),
     "build-tokenizer": ("tokenizer.build:cli_main", "extend a base tokenizer with SODA's tokens"),
     "encode": ("tokenizer.mimi:encode_cli", "encode a wav file to Mimi codes (private-use text)"),
     "decode": ("tokenizer.mimi:decode_cli", "decode Mimi codes (private-use text) to a wav file"),

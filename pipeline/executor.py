@@ -93,7 +93,7 @@ class RunResult:
 class Executor:
     def __init__(self, prefix: str, experiment_name: Optional[str] = None, description: Optional[str] = None,
                  ray_address: Optional[str] = None, poll_interval: float = 0.5, env: Optional[dict[str, str]] = None,
-                 cluster_file: Optional[str] = None):
+                 cluster_file: Optional[str] = None, verbose: bool = False):
         if not prefix:
             raise ValueError("Executor needs a prefix (a local directory or e.g. gs://bucket/path)")
         address = ray_address if ray_address is not None else os.environ.get("RAY_ADDRESS")
@@ -109,6 +109,7 @@ class Executor:
         self.ray_address = ray_address
         self.env = dict(env or {})  # set in every step's Ray task
         self.cluster_file = cluster_file  # a Ray cluster YAML whose node types every pending step must fit
+        self.verbose = verbose  # steps' output on this console too (it always goes to each step's .executor_log)
         self._node_types: Optional[list[placement.NodeType]] = None
         self.poll_interval = poll_interval
         self.plan: Optional[Plan] = None
@@ -182,7 +183,7 @@ class _Run:
         self.executor, self.plan = executor, plan
         self.force_run_failed, self.max_concurrent = force_run_failed, max_concurrent
         self.owner = new_owner_id()
-        self.runner = RayRunner(executor.ray_address, env=executor.env)
+        self.runner = RayRunner(executor.ray_address, env=executor.env, verbose=executor.verbose)
         self.record = ExperimentRecord(executor.prefix, executor.experiment_name, plan, executor.description, self.owner)
         self.states: dict[str, str] = {}
         self.errors: dict[str, str] = {}
@@ -343,7 +344,7 @@ class _Run:
                 self.runner.check_resources(p.versioned_name, resources)
             _write_info(p, config, self.owner, self.executor.experiment_name)
             storage.write_status(p.output_path, storage.RUNNING, self.owner)
-            handle = self.runner.submit(p.step.fn, config, p.versioned_name, resources)
+            handle = self.runner.submit(p.step.fn, config, p.versioned_name, resources, p.output_path)
         except Exception as e:
             try:
                 self._fail(p, "".join(traceback.format_exception(e)))
@@ -365,6 +366,7 @@ class _Run:
                 self._requeue(p, lease)
                 continue
             try:
+                _redact_step_log(p)  # before its status says it ended: readers then see the log redacted
                 if finished.error is None:
                     try:
                         storage.write_status(p.output_path, storage.SUCCESS, self.owner)
@@ -378,7 +380,7 @@ class _Run:
                                     self._progress())
                 else:
                     text = (finished.traceback or repr(finished.error)).rstrip()
-                    self._fail(p, text + storage.filesystem_hint(text, p.output_path))
+                    self._fail(p, text + storage.filesystem_hint(text, p.output_path), ran=True)
                 self.record.update_step(p.versioned_name, end=time.time())
             finally:
                 lease.release()
@@ -404,7 +406,7 @@ class _Run:
                        p.versioned_name, self._progress())
         self._save()
 
-    def _fail(self, p: PlannedStep, text: str, write: bool = True) -> None:
+    def _fail(self, p: PlannedStep, text: str, write: bool = True, ran: bool = False) -> None:
         text = storage.redact(text)
         last = text.strip().splitlines()[-1] if text.strip() else "error"
         if write:
@@ -415,7 +417,8 @@ class _Run:
                          "and a rerun takes it over)")
         self.errors[p.versioned_name] = text
         self._set(p, "failed", error=text)
-        logger.error("failed %s: %s [%s]", p.versioned_name, last, self._progress())
+        logger.error("failed %s: %s [%s]%s", p.versioned_name, last, self._progress(),
+                     f"; its log: soda logs {p.output_path}" if ran else "")
 
     def _cached(self, p: PlannedStep) -> None:
         self._set(p, "cached", action="skip: cached")
@@ -425,6 +428,16 @@ class _Run:
                 "%s is cached, but its output was produced with different unversioned config: %s. "
                 "These fields do not change the output path; mark them versioned() if they should.",
                 p.versioned_name, ", ".join(differing[:8]))
+
+
+def _redact_step_log(p: PlannedStep) -> None:
+    """Redact a finished step's log with the executor's secrets too (pipeline.step_log.redact_log)."""
+    from pipeline.step_log import redact_log
+
+    try:
+        redact_log(p.output_path)
+    except Exception as e:  # noqa: BLE001 - the log is not the step's output: its status still counts
+        logger.warning("could not check the log of %s for secrets: %s", p.versioned_name, storage.redact(str(e)))
 
 
 def _write_info(p: PlannedStep, config: Any, owner: str, experiment: str) -> None:

@@ -17,6 +17,7 @@ th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-alig
 th{background:#f5f5f5}code{font-size:12px}
 .success,.cached{color:#1a7f37}.failed,.died{color:#cf222e;font-weight:bold}
 .blocked,.pending,.interrupted{color:#9a6700}
+.error{color:#cf222e;font-family:monospace;font-size:12px;white-space:pre-wrap}
 .meta td:first-child{font-weight:bold;width:9em}
 .plumbing{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;margin:1em 0;font-weight:bold}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:24em}
@@ -62,6 +63,26 @@ def _rows(data: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+_NO_LOG = ("not selected", "blocked", "planned", "pending", "?")  # states of steps that did not start
+
+
+def log_link(output_path: str, prefix: str) -> str:
+    """Where the page links a step's log (pipeline.step_log): relative to the page's folder
+    (`{prefix}/experiments/`) when the output is under the prefix, so the link survives a copy of the tree."""
+    from pipeline.step_log import LOG_FILE
+
+    url = storage.join(output_path, LOG_FILE)
+    base = (prefix or "").rstrip("/")
+    if base and url.startswith(base + "/"):
+        return "../" + url[len(base) + 1:]
+    return "file://" + url if url.startswith("/") else url
+
+
+def _last_line(error: str) -> str:
+    lines = error.strip().splitlines()
+    return lines[-1] if lines else "error"
+
+
 def _run_fields(data: dict[str, Any]) -> tuple[dict[str, Any], str, str, str]:
     """The latest run (or {}), "id (status)", its git commit and its command line, "?" where missing."""
     run = (data.get("runs") or [{}])[-1]
@@ -98,10 +119,13 @@ def render_html(data: dict[str, Any]) -> str:
                  "<th>depends on</th><th>output</th><th>what changed</th></tr>")
     for r in _rows(data, run):
         changed = "<br>".join(e(c) for c in r["changes"]) or ""
-        error = f"<details><summary>error</summary><pre>{e(r['error'])}</pre></details>" if r["error"] else ""
+        error = (f"<div class='error'>{e(_last_line(r['error']))}</div><details><summary>traceback</summary>"
+                 f"<pre>{e(r['error'])}</pre></details>" if r["error"] else "")
+        log = "" if r["status"] in _NO_LOG or r["path"] == "?" else \
+            f" <a class='log' href='{e(log_link(r['path'], data.get('prefix', '')))}'>log</a>"
         parts.append(
             f"<tr><td class='{e(r['status'])}'>{e(r['status'])}</td>"
-            f"<td title='{e(r['description'])}'><code>{e(r['name'])}</code>{error}</td><td>{e(r['duration'])}</td>"
+            f"<td title='{e(r['description'])}'><code>{e(r['name'])}</code>{log}{error}</td><td>{e(r['duration'])}</td>"
             f"<td>{'<br>'.join('<code>' + e(d) + '</code>' for d in r['depends_on'])}</td>"
             f"<td><code>{e(r['path'])}</code></td><td>{changed}</td></tr>"
         )
@@ -132,9 +156,17 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines += [f"> **{PLUMBING.format(n=len(data['plumbing_steps']))}**", ""]
     for section in data.get("sections", []):
         lines += [f"## {section.get('title', '')}", "", section.get("markdown", ""), ""]
-    lines += ["## Steps", "", "| status | step | time | output | what changed |", "|---|---|---|---|---|"]
+    lines += ["## Steps", "", "| status | step | time | output | log | what changed |", "|---|---|---|---|---|---|"]
     for r in _rows(data, run):
-        lines.append(f"| {r['status']} | `{r['name']}` | {r['duration']} | `{r['path']}` | {'; '.join(r['changes'])} |")
+        log = ("" if r["status"] in _NO_LOG or r["path"] == "?"
+               else f"[log]({log_link(r['path'], data.get('prefix', ''))})")
+        lines.append(f"| {r['status']} | `{r['name']}` | {r['duration']} | `{r['path']}` | {log} | "
+                     f"{'; '.join(r['changes'])} |")
+    failed = [r for r in _rows(data, run) if r["error"]]
+    if failed:
+        lines += ["", "## Errors", ""]
+        for r in failed:
+            lines += [f"`{r['name']}`: {_last_line(r['error'])}", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,7 @@
 """`executor_main`: the command line of every experiment script.
 
     python experiments/exp1699_soda_all.py [--dry-run] [--prefix P] [--run-only REGEX ...]
-        [--force-run-failed BOOL] [--max-concurrent N] [--ray-address ADDR] [--cluster FILE]
+        [--force-run-failed BOOL] [--max-concurrent N] [--ray-address ADDR] [--cluster FILE] [--verbose]
 
 The options are the fields of `ExecutorMainConfig`, parsed by draccus (so a YAML file works
 too, via --config_path). Hyphenated names, bare boolean flags and space-separated lists are
@@ -38,6 +38,9 @@ class ExecutorMainConfig:
     cluster: Optional[str] = None
     """A Ray cluster YAML whose node types every pending step must fit: a dry run lists (and exits 1 for)
     steps that could never run there; a real run refuses them before anything starts."""
+    verbose: bool = False
+    """Also show what the steps print and log on this console, as Ray forwards it (interleaved). It always
+    goes to each step's log, `{output}/.executor_log`: read it with `soda logs STEP`."""
 
 
 def normalize_argv(argv: Sequence[str], cls: type = ExecutorMainConfig) -> list[str]:
@@ -144,7 +147,8 @@ def _run_main(steps: Sequence[ExecutorStep], description: Optional[str], config:
     prefix = config.prefix or default_prefix()
     try:
         executor = Executor(prefix, experiment_name=experiment_name, description=description,
-                            ray_address=config.ray_address, env=env, cluster_file=config.cluster)
+                            ray_address=config.ray_address, env=env, cluster_file=config.cluster,
+                            verbose=config.verbose)
         result = executor.run(list(steps), dry_run=config.dry_run, run_only=config.run_only,
                               force_run_failed=config.force_run_failed, max_concurrent=config.max_concurrent)
     except (ExecutorError, PlanError, OSError, ClusterFileError, RelativePrefixError) as e:

@@ -77,25 +77,32 @@ class StepFailed(Exception):
     """A step's exception, as its redacted traceback text: what leaves the Ray task names no secret."""
 
 
-def _call_step(fn: Callable[[Any], Any], config: Any, name: str) -> None:
+def _call_step(fn: Callable[[Any], Any], config: Any, name: str, output_path: Optional[str] = None) -> None:
     """Body of the Ray task: run one step function (its return value is dropped).
 
-    What the step prints and logs (the worker's log files, forwarded to the driver's console) and the
-    exception it raises are redacted like the files under the prefix (pipeline.redacted_output)."""
+    What the step prints and logs goes, redacted, to its log `{output_path}/.executor_log`
+    (pipeline.step_log) and to the worker's log files, which Ray forwards to the driver's console
+    only with --verbose. Its exception leaves the task redacted too (pipeline.redacted_output)."""
+    import contextlib
     import traceback
 
     from pipeline.redacted_output import redacted_output
     from pipeline.redaction import redact
+    from pipeline.step_log import capture_step_output
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with redacted_output():
-        logging.getLogger("pipeline").info("step %s started", name)
+    log = logging.getLogger("pipeline")
+    captured = capture_step_output(output_path, name) if output_path else contextlib.nullcontext()
+    with captured, redacted_output():
+        log.info("step %s started", name)
         started = time.time()
         try:
             fn(config)
         except Exception as e:  # not KeyboardInterrupt: Ray's cancellation must stay what it is
-            raise StepFailed(redact("".join(traceback.format_exception(e))).rstrip()) from None
-        logging.getLogger("pipeline").info("step %s finished in %.1fs", name, time.time() - started)
+            text = redact("".join(traceback.format_exception(e))).rstrip()
+            log.error("step %s failed after %.1fs:\n%s", name, time.time() - started, text)
+            raise StepFailed(text) from None
+        log.info("step %s finished in %.1fs", name, time.time() - started)
 
 
 @dataclass
@@ -106,7 +113,8 @@ class Finished:
 
 
 class RayRunner:
-    def __init__(self, address: Optional[str] = None, env: Optional[dict[str, str]] = None):
+    def __init__(self, address: Optional[str] = None, env: Optional[dict[str, str]] = None, verbose: bool = False):
+        self.verbose = verbose  # forward the workers' output to this console (else it is only in the step logs)
         self.address = (address if address is not None else os.environ.get("RAY_ADDRESS")) or None  # None: embedded
         self.env = dict(env or {})  # environment variables of every step's task (and the tasks it starts)
         self._attached: Optional[int] = None  # the _runtime_generation it is counted in (_runtime_users)
@@ -129,13 +137,13 @@ class RayRunner:
                 _runtime_users, _runtime_started, _runtime_generation = 0, None, _runtime_generation + 1
                 if self.address:
                     logger.info("connecting to Ray cluster at %s", self.address)
-                    _init_ray(address=self.address, log_to_driver=True)
+                    _init_ray(address=self.address, log_to_driver=self.verbose)
                 else:
                     logger.info("starting an embedded local Ray")
                     # address="local": always a new instance, never whatever cluster
                     # /tmp/ray/ray_current_cluster names (a stale one would hang us).
-                    _init_ray(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False,
-                              runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
+                    _init_ray(address="local", include_dashboard=False, log_to_driver=self.verbose,
+                              configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
                 _runtime_started = (self.address,)
             elif _runtime_started is not None and _runtime_started[0] != self.address:
                 def where(address: Optional[str]) -> str:
@@ -205,13 +213,14 @@ class RayRunner:
                     "configs must hold plain data (no open files, locks, clients or generators)")
         return None
 
-    def submit(self, fn: Callable[[Any], Any], config: Any, name: str, resources: ResourceConfig) -> Any:
+    def submit(self, fn: Callable[[Any], Any], config: Any, name: str, resources: ResourceConfig,
+               output_path: Optional[str] = None) -> Any:
         self._ensure_started()
         options = resources.ray_options()
         options["name"] = name
         if self.env:
             options["runtime_env"] = {"env_vars": dict(self.env)}
-        handle = self._remote.options(**options).remote(fn, config, name)
+        handle = self._remote.options(**options).remote(fn, config, name, output_path)
         self._submitted[handle] = (name, resources.max_retries)
         return handle
 

@@ -54,6 +54,8 @@ SKIP_REASONS = (
     "malformed_metadata",  # json sidecar that does not parse
     "missing_audio",  # metadata without audio
     "too_long",  # longer than the encode step's max_utterance_seconds (memory grows with length)
+    "segment_out_of_range",  # a published segment ends before it starts or past its recording (steps.raw_yodas2)
+    "overlapping_segment",  # a published segment starts before the previous one ends (steps.raw_yodas2)
 )
 _TRANSCRIPT_KEYS = ("text", "transcript", "sentence")
 _ID_KEYS = ("id", "utterance_id", "key", "segment_id")

@@ -127,7 +127,8 @@ def _config(dataset: Optional[str], revision: str, include, **kw) -> DownloadCon
 
 
 def yodas2_en_raw(revision: Optional[str] = None) -> DownloadConfig:
-    """YODAS2 English raw audio (long-form tar.gz per shard + per-utterance text json)."""
+    """YODAS2 English raw audio: per shard a tar.gz of long-form recordings, a text json (utterance
+    ids carry start and end) and a duration txt, the layout steps.raw_yodas2 reads."""
     return _config("espnet/yodas2", _revision("espnet/yodas2", revision), YODAS2_EN_INCLUDE)
 
 

@@ -1,6 +1,7 @@
 """Encode speech shards to Mimi codes: the `encoded/...` step of the raw path.
 
-inputs (webdataset tars, parquet files or audio directories; local or gs://, globs allowed)
+inputs (webdataset tars, parquet files, audio directories, or YODAS2's published audio archives;
+  local or gs://, globs allowed)
   -> decode -> mono -> 24 kHz (steps.audio_io.iter_audio_chunks, the streaming reader `soda encode`
   uses too; truncated files skipped) -> length-sorted batches -> Mimi, first 8 codebooks
   -> one parquet shard per input shard, rows sorted by (recording_id, order, utterance_id):
@@ -13,6 +14,18 @@ Output layout under `output_path`:
     shards/{name}.done.json    the shard's stats; written last: a shard is done iff it exists
     stats.json                 totals, skipped counts by reason, per-shard stats, bad-file list
     summary.json               the key numbers (hours, utterances, audio tokens, skipped, plumbing_run)
+
+YODAS2 (`input_format="yodas2"`, or "auto" for paths `.../audio/NNNNNNNN.tar.gz`): each archive is
+one shard, read with its `../text/` and `../duration/` files by steps.raw_yodas2, which cuts every
+long-form recording into its published utterances as it streams (audio between them is not kept).
+
+Memory: utterances are encoded as they are read, `ENCODE_BUFFER_SECONDS` of audio at a time (sorted
+by length within it), so a shard of any size holds only its codes. An utterance longer than
+`max_chunk_seconds` (60 s, as SODA's own preparation: Mimi never saw more than 60 s at once) is
+encoded in consecutive chunks of that length, a whole number of Mimi frames each, whose codes are
+concatenated; it stays one utterance with its transcript. Longer than `max_utterance_seconds` is
+still skipped as 'too_long' (a single utterance that long is a segmentation error, not speech to
+keep).
 
 A rerun skips shards with a done marker, so after a crash only unfinished shards are redone. With
 Ray initialised each unfinished shard is one Ray task (`num_gpus=1` when `use_gpu`), otherwise
@@ -33,12 +46,16 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pipeline import strict_json
+from steps.raw_yodas2 import is_yodas2_archive, iter_yodas2_archive
 from steps.sharding import atomic_write_bytes, join, remove_stale_temps, run_shards, temp_path_for
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("utterance_id", "recording_id", "order", "transcript", "duration", "audio")
 MAX_LISTED_BAD = 200  # bad inputs listed by name in stats.json and in the failure message
+INPUT_FORMATS = ("auto", "webdataset", "parquet", "audio_dir", "yodas2")
+SAMPLES_PER_FRAME = 1920  # Mimi: 24 kHz / 12.5 Hz
+ENCODE_BUFFER_SECONDS = 600.0  # audio decoded and waiting for Mimi at most (float32: 58 MB), plus one utterance
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,7 @@ class EncodeConfig:
     num_codebooks: int = 8
     batch_size: int = 8  # utterances per Mimi call, grouped by similar length (raise on GPU)
     seed: int = 0  # seeds the random Mimi and torch
-    input_format: str = "auto"  # auto | webdataset | parquet | audio_dir
+    input_format: str = "auto"  # auto | webdataset | parquet | audio_dir | yodas2
     require_transcript: bool = True
     max_bad_fraction: float = 0.05
     use_gpu: bool = False  # ask Ray for one GPU per shard task
@@ -60,6 +77,9 @@ class EncodeConfig:
     # Longer utterances are skipped as 'too_long': Mimi's memory grows with length (about 30 MB per
     # second of audio for the full-size model on CPU), so one unsegmented hour would kill the worker.
     max_utterance_seconds: Optional[float] = 120.0
+    # Mimi is run on at most this much audio at a time (longer utterances: chunks, codes concatenated).
+    # Must be a whole number of Mimi frames (a multiple of 0.08 s). Version it in experiments.
+    max_chunk_seconds: float = 60.0
 
     def __post_init__(self):
         from pipeline.step import unversioned
@@ -75,9 +95,9 @@ class EncodeConfig:
                 f"{NUM_CODEBOOKS} codebooks of 2048 codes (tokenizer.audio), and documents with any other count "
                 "are rejected downstream. Keep 8 (codebook-0-only data is made later, by steps/training/composition.py)"
             )
-        if plain("input_format") not in ("auto", "webdataset", "parquet", "audio_dir"):
+        if plain("input_format") not in INPUT_FORMATS:
             raise ValueError(f"EncodeConfig.input_format is {plain('input_format')!r}; "
-                             "use one of auto, webdataset, parquet, audio_dir")
+                             f"use one of {', '.join(INPUT_FORMATS)}")
         if not isinstance(plain("batch_size"), int) or plain("batch_size") < 1:
             raise ValueError(f"EncodeConfig.batch_size must be a positive int, got {plain('batch_size')!r}")
         if not 0.0 <= plain("max_bad_fraction") <= 1.0:
@@ -85,6 +105,26 @@ class EncodeConfig:
         limit = plain("max_utterance_seconds")
         if limit is not None and not limit > 0:
             raise ValueError(f"EncodeConfig.max_utterance_seconds must be positive or None, got {limit!r}")
+        chunk = plain("max_chunk_seconds")
+        if not (isinstance(chunk, (int, float)) and chunk > 0 and _chunk_samples(chunk) % SAMPLES_PER_FRAME == 0
+                and abs(_chunk_samples(chunk) - chunk * 24_000) < 1e-6):
+            raise ValueError(f"EncodeConfig.max_chunk_seconds must be a positive whole number of Mimi frames "
+                             f"(a multiple of 0.08 s, e.g. 60.0), got {chunk!r}")
+
+
+def _chunk_samples(seconds: float) -> int:
+    return int(round(seconds * 24_000))
+
+
+@dataclass(frozen=True)
+class EncodedUtterance:
+    """An output row's metadata (the samples are not kept once encoded)."""
+
+    utterance_id: str
+    recording_id: str
+    order: int
+    transcript: Optional[str]
+    duration: float
 
 
 def schema():
@@ -158,14 +198,35 @@ def _get_model(config: EncodeConfig):
     return cached_mimi(config.mimi_model, config.seed, config.device, config.mimi_config_overrides)
 
 
+def input_format_of(config: EncodeConfig, path: str) -> str:
+    """The reader for one input: the configured format, or for "auto" YODAS2's archive name, else
+    steps.audio_io.detect_format."""
+    from steps.audio_io import detect_format
+
+    if config.input_format != "auto":
+        return config.input_format
+    return "yodas2" if is_yodas2_archive(path) else detect_format(path)
+
+
+def iter_items(config: EncodeConfig, input_path: str):
+    """Utterance | Skipped for every input item of one shard, decoded and checked, in input order."""
+    from steps.audio_io import iter_raw_items, prepare
+
+    fmt = input_format_of(config, input_path)
+    if fmt == "yodas2":
+        yield from iter_yodas2_archive(input_path, require_transcript=config.require_transcript,
+                                       max_seconds=config.max_utterance_seconds)
+        return
+    for raw in iter_raw_items(input_path, fmt):
+        yield prepare(raw, require_transcript=config.require_transcript, max_seconds=config.max_utterance_seconds)
+
+
 def encode_shard(config: EncodeConfig, input_path: str) -> dict:
     """Encode one input shard and write its parquet + done marker; return the shard's stats."""
     import fsspec
     import torch
 
-    from steps.audio_io import Skipped, iter_raw_items, prepare
-    from tokenizer.audio import codes_to_chars
-    from tokenizer.mimi import encode
+    from steps.audio_io import Skipped
 
     name = shard_name(input_path)
     shard_dir = posixpath.join(config.output_path, "shards")
@@ -176,19 +237,18 @@ def encode_shard(config: EncodeConfig, input_path: str) -> dict:
         torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
 
-    utterances, skipped = [], []
-    for raw in iter_raw_items(input_path, config.input_format):
-        item = prepare(raw, require_transcript=config.require_transcript, max_seconds=config.max_utterance_seconds)
-        (skipped if isinstance(item, Skipped) else utterances).append(item)
-
     model = _get_model(config)
-    rows = []
-    by_length = sorted(utterances, key=lambda u: (len(u.audio), u.utterance_id))
-    for start in range(0, len(by_length), config.batch_size):
-        batch = by_length[start : start + config.batch_size]
-        codes = encode(model, [u.audio for u in batch], num_codebooks=config.num_codebooks)
-        for utt, c in zip(batch, codes):
-            rows.append((utt, codes_to_chars(c), c.shape[1]))
+    rows, skipped, buffer, buffered = [], [], [], 0
+    for item in iter_items(config, input_path):
+        if isinstance(item, Skipped):
+            skipped.append(item)
+            continue
+        buffer.append(item)
+        buffered += len(item.audio)
+        if buffered >= ENCODE_BUFFER_SECONDS * 24_000:
+            rows.extend(_encode_buffer(config, model, buffer))
+            buffer, buffered = [], 0
+    rows.extend(_encode_buffer(config, model, buffer))
     rows.sort(key=lambda r: (r[0].recording_id, r[0].order, r[0].utterance_id))
 
     _write_parquet_atomic(fs, posixpath.join(shard_dir, f"{name}.parquet"), rows, config.row_group_size)
@@ -207,6 +267,35 @@ def encode_shard(config: EncodeConfig, input_path: str) -> dict:
                        strict_json.dumps(stats, indent=1, sort_keys=True).encode())
     logger.info("encoded %s: %d utterances, %d skipped -> %s", input_path, len(rows), len(skipped), name)
     return stats
+
+
+def _encode_buffer(config: EncodeConfig, model, utterances: list) -> list[tuple]:
+    """(EncodedUtterance, audio chars, frames) for each utterance: no samples are kept.
+
+    Each utterance is cut into pieces of at most `max_chunk_seconds` (whole Mimi frames, so the
+    pieces' codes concatenate to exactly ceil(samples / 1920) frames); pieces are encoded in
+    length-sorted batches of `batch_size`."""
+    import numpy as np
+
+    from tokenizer.audio import codes_to_chars
+    from tokenizer.mimi import encode
+
+    chunk = _chunk_samples(config.max_chunk_seconds)
+    pieces = [(i, k, u.audio[start:start + chunk]) for i, u in enumerate(utterances)
+              for k, start in enumerate(range(0, len(u.audio), chunk))]
+    pieces.sort(key=lambda p: (len(p[2]), utterances[p[0]].utterance_id, p[1]))
+    codes: dict[int, dict[int, np.ndarray]] = {}
+    for start in range(0, len(pieces), config.batch_size):
+        batch = pieces[start:start + config.batch_size]
+        for (i, k, _), c in zip(batch, encode(model, [p[2] for p in batch], num_codebooks=config.num_codebooks)):
+            codes.setdefault(i, {})[k] = c
+    rows = []
+    for i, utt in enumerate(utterances):
+        parts = codes.pop(i)
+        c = np.concatenate([parts[k] for k in sorted(parts)], axis=1) if len(parts) > 1 else parts[0]
+        meta = EncodedUtterance(utt.utterance_id, utt.recording_id, utt.order, utt.transcript, utt.duration)
+        rows.append((meta, codes_to_chars(c), c.shape[1]))
+    return rows
 
 
 def _write_parquet_atomic(fs, path: str, rows, row_group_size: int) -> None:

@@ -41,6 +41,7 @@ from steps.audio_io import recording_of
 from steps.dataset_lock import write_lock
 from steps.download_presets import hub_datasets
 from steps.mirror import mirrored_url
+from steps.raw_yodas2 import SAMPLES_PER_CENTISECOND, utterance_id
 from tokenizer.audio import codes_to_chars
 from tokenizer.documents import AUDIO_FIRST, TEXT_FIRST, Utterance, render
 
@@ -71,6 +72,9 @@ class MirrorFixture:
     write: writes the dataset's files, source-relative, under a local directory.
     layout: where the file layout and schema come from.
     approximated: what the fixture does not reproduce.
+    in_lock: whether `DIR/datasets.lock` names it. The lock holds exactly the datasets the
+      production experiments download; a raw-path dataset no experiment reads yet is laid out at
+      its preset's code pin (a real commit), which a preset finds without a lock entry.
     """
 
     source: str
@@ -78,6 +82,7 @@ class MirrorFixture:
     write: Callable[[str, BuildContext], None]
     layout: str
     approximated: str
+    in_lock: bool = True
 
 
 # ---- shared pieces ---------------------------------------------------------------------------
@@ -239,6 +244,77 @@ def write_cvss(out: str, ctx: BuildContext) -> None:
         _write_bytes(os.path.join(out, "cvss_t_v1.0", f"cvss_t_{lang}_en_v1.0.tar.gz"), buf.getvalue())
 
 
+@dataclass
+class Yodas2Recording:
+    """One YODAS2 video for `write_yodas2_shard`: its 24 kHz audio and its utterances as published."""
+
+    audio_id: str
+    audio: np.ndarray  # float32 mono 24 kHz, written as 16-bit wav
+    utterances: dict  # utt_id -> transcript, in the text file's order
+    duration: Optional[float] = None  # the duration line; default len(audio) / 24 kHz to 0.01 s
+
+
+def write_yodas2_shard(out: str, lang_shard: str, index: int, recordings: Sequence[Yodas2Recording]) -> str:
+    """One YODAS2 shard in the published layout (steps.raw_yodas2) under `out`; returns the archive path."""
+    import soundfile as sf
+
+    members, text, durations = [], [], []
+    for rec in recordings:
+        buf = io.BytesIO()
+        sf.write(buf, np.asarray(rec.audio, dtype=np.float32), 24_000, format="WAV", subtype="PCM_16")
+        members.append((f"{rec.audio_id}.wav", buf.getvalue()))
+        text.append({"audio_id": rec.audio_id, "text": dict(rec.utterances)})
+        seconds = rec.duration if rec.duration is not None else len(rec.audio) / 24_000
+        durations.append(f"{rec.audio_id} {seconds:.2f}\n")
+    base = os.path.join(out, "data", lang_shard)
+    archive = os.path.join(base, "audio", f"{index:08d}.tar.gz")
+    _write_bytes(archive, gzip.compress(_tar(members), compresslevel=6, mtime=0))
+    _write_bytes(os.path.join(base, "text", f"{index:08d}.json"), json.dumps(text, ensure_ascii=False).encode())
+    _write_bytes(os.path.join(base, "duration", f"{index:08d}.txt"), "".join(durations).encode())
+    return archive
+
+
+def yodas2_video_id(name: str) -> str:
+    """An 11-character YouTube-like id (A-Z a-z 0-9 - _) derived from `name`."""
+    import base64
+
+    return base64.urlsafe_b64encode(hashlib.sha1(name.encode()).digest()).decode()[:11]
+
+
+def yodas2_recording(audio_id: str, clips: Sequence[tuple[str, np.ndarray]], gap_seconds: float = 0.5,
+                     tail_seconds: float = 0.5, gap_fill: Optional[Callable[[int], np.ndarray]] = None) -> Yodas2Recording:
+    """A long-form recording of `clips` (transcript, 24 kHz audio) laid end to end, each padded with
+    zeros to whole centiseconds and separated by `gap_seconds` (silence, or `gap_fill(n)`), with
+    utterance ids carrying the exact cut points."""
+    step = SAMPLES_PER_CENTISECOND
+    fill = gap_fill or (lambda n: np.zeros(n, dtype=np.float32))
+    gap = int(round(gap_seconds * 100)) * step
+    parts, utterances, position = [fill(gap)], {}, gap
+    for k, (text, audio) in enumerate(clips):
+        padded = np.zeros(-(-len(audio) // step) * step, dtype=np.float32)
+        padded[:len(audio)] = audio
+        utterances[utterance_id(audio_id, k, position // step, (position + len(padded)) // step)] = text
+        parts.extend([padded, fill(gap)])
+        position += len(padded) + gap
+    parts.append(np.zeros(int(round(tail_seconds * 100)) * step, dtype=np.float32))
+    return Yodas2Recording(audio_id, np.concatenate(parts), utterances)
+
+
+def write_yodas2_raw(out: str, ctx: BuildContext) -> None:
+    """en000: two archives of the corpus recordings as long-form videos; the last video is over
+    120 s (mostly silence between its utterances), which the old 'too long' rule skipped whole."""
+    by_rec: dict[str, list[dict]] = {}
+    for u in ctx.utterances:
+        by_rec.setdefault(recording_of(u["id"])[0], []).append(u)
+    recs = [(rec, sorted(us, key=lambda u: recording_of(u["id"])[1])) for rec, us in sorted(by_rec.items())]
+
+    def video(rec, utts, gap=0.5):
+        return yodas2_recording(yodas2_video_id(rec), [(u["text"], u["audio"]) for u in utts], gap_seconds=gap)
+
+    write_yodas2_shard(out, "en000", 0, [video(*recs[0]), video(*recs[1])])
+    write_yodas2_shard(out, "en000", 1, [video(*recs[2]), video(*recs[3], gap=30.0)])
+
+
 def _eval_fixture(kind: str) -> Callable[[str, BuildContext], None]:
     return lambda out, ctx: write_fixture(kind, out)
 
@@ -259,6 +335,14 @@ FIXTURES: tuple[MirrorFixture, ...] = (
                   "kind=actual/kind2=actual/CC-MAIN-2013-20-part-00016.jsonl.zstd; fields text, warc_record_id)",
                   "4 of 31,279 files; records carry only warc_record_id and text (the release's other metadata "
                   "fields are not reproduced); texts are the corpus transcripts"),
+    MirrorFixture("espnet/yodas2", True, write_yodas2_raw,
+                  "the espnet/yodas2 hub tree and loading script yodas2.py (steps/raw_yodas2.py): "
+                  "data/{lang}{nnn}/audio/{nnnnnnnn}.tar.gz of {audio_id}.wav, text/{nnnnnnnn}.json "
+                  "[{audio_id, text: {audio_id-NNNNN-START-END: transcript}}] (centiseconds), "
+                  "duration/{nnnnnnnn}.txt '{audio_id} {seconds}'",
+                  "en000 only, 2 archives, 4 videos of the corpus' synthetic voices with silence between "
+                  "utterances; 24 kHz 16-bit wav members (the release's member codec is not checked here); "
+                  "video ids are hashes", in_lock=False),
     MirrorFixture("openslr/librispeech_asr", True, _eval_fixture("librispeech"),
                   "the hub's parquet conversion (refs/convert/parquet) as documented in eval/datasets.py: "
                   "clean/validation/*.parquet, clean/test/*.parquet; columns file, audio, text, speaker_id, "
@@ -347,10 +431,14 @@ def make_mirror(root: str) -> str:
             local = built[fixture.source]
             if fixture.hub:
                 pinned = fixture.source in pins
+                if not (pinned or fixture.in_lock):
+                    raise ValueError(f"mirror fixture {fixture.source}: a fixture left out of the lock needs a "
+                                     "pinned commit in steps/download_presets.py")
                 revision = pins[fixture.source] if pinned else fixture_revision(local)
                 dest = mirrored_url(f"hf://datasets/{fixture.source}@{revision}", root)
-                lock[fixture.source] = {"repo": fixture.source, "revision": revision,
-                                        "resolved_from": revision if pinned else "fixture", "resolved_at": None}
+                if fixture.in_lock:
+                    lock[fixture.source] = {"repo": fixture.source, "revision": revision,
+                                            "resolved_from": revision if pinned else "fixture", "resolved_at": None}
             else:
                 dest = mirrored_url(fixture.source, root)
             total += _copy_tree(local, dest)

@@ -44,13 +44,18 @@ def test_console_and_ray_logs_show_no_secret(tmp_path, ray_tmp):
     marker.write_text("")
     env = {"HF_TOKEN": HF, "WANDB_API_KEY": WANDB, "DB_PASSWORD": PASSWORD, "RAY_TMPDIR": ray_tmp,
            "SODA_TEST_LEAK": "HF_TOKEN,WANDB_API_KEY,DB_PASSWORD"}
-    proc = launch(prefix, probe, env=env, fail_marker=str(marker), sleep="1",
+    proc = launch(prefix, probe, "--verbose", env=env, fail_marker=str(marker), sleep="1",
                   secret_config=f"https://hub.example.com/api {LOOSE_HF}")
     out = finish(proc, timeout=300)
     assert proc.returncode == 1, out[-3000:]
     assert not leaks(out), (leaks(out), out[-3000:])
 
-    # Honest: the steps did print, log and raise with the secrets, and Ray forwarded them to the console.
+    # Honest: the steps did print, log and raise with the secrets, and Ray forwarded them to the console
+    # (with --verbose; without it they are only in each step's .executor_log, redacted the same way).
+    for name in ("gen/a", "gen/b"):
+        with open(os.path.join(step_dir(prefix, name), ".executor_log"), encoding="utf-8") as f:
+            log = f.read()
+        assert not leaks(log) and "prints HF_TOKEN=<HF_TOKEN redacted>" in log, (name, leaks(log), log[-3000:])
     assert "prints HF_TOKEN=<HF_TOKEN redacted> and its repr '<HF_TOKEN redacted>'" in out, out[-3000:]
     assert "warns DB_PASSWORD" in out and "logs WANDB_API_KEY=<WANDB_API_KEY redacted>" in out, out[-3000:]
     assert "deliberate failure of b" in out and "<hf token redacted>" in out, out[-3000:]

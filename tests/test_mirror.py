@@ -411,3 +411,17 @@ def test_make_mirror_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"SODA_DATASETS_LOCK={tmp_path / 'm'}/datasets.lock" in out
     assert (tmp_path / "m" / "datasets.lock").exists()
+
+
+def test_make_mirror_lays_out_yodas2_raw_at_the_presets_pin(mirrored_downloads):
+    from steps.dataset_lock import read_lock
+    from steps.download_presets import YODAS2_REVISION
+    from steps.raw_yodas2 import iter_yodas2_archive
+
+    mirror, lock, _ = mirrored_downloads
+    base = f"{mirror}/hf/datasets/espnet/yodas2/{YODAS2_REVISION}/data/en000"
+    for kind, ext in (("audio", "tar.gz"), ("text", "json"), ("duration", "txt")):
+        assert sorted(os.listdir(f"{base}/{kind}")) == [f"00000000.{ext}", f"00000001.{ext}"]
+    assert "espnet/yodas2" not in read_lock(lock)  # pinned in code; the lock holds the production downloads
+    items = list(iter_yodas2_archive(f"{base}/audio/00000001.tar.gz"))
+    assert len(items) == 7 and all(hasattr(i, "audio") for i in items)
