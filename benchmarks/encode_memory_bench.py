@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,9 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
+
+from benchmarks.capped_child import wait_capped  # noqa: E402
 SOURCE_RATE = 16_000
 
 
@@ -49,17 +51,6 @@ def write_speechy_wav(path: str, minutes: float, seed: int = 0) -> None:
             f.write((0.1 * voiced * envelope + 0.01 * rng.standard_normal(n)).astype(np.float32))
 
 
-def _rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def run_encode(repo: str, wav: str, out: str, limit_bytes: int) -> dict:
     cmd = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
            "encode", wav, "--model", "random", "--device", "cpu", "--out", out]
@@ -67,17 +58,8 @@ def run_encode(repo: str, wav: str, out: str, limit_bytes: int) -> dict:
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-        killed = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if not killed and _rss_bytes(proc.pid) > limit_bytes:
-                os.killpg(proc.pid, signal.SIGKILL)
-                killed = True
-            time.sleep(0.1)
+        _, usage, killed = wait_capped(proc, limit_bytes)
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         lines = err.read().decode(errors="replace").strip().splitlines()
     return {"peak_rss": usage.ru_maxrss * 1024, "wall": wall, "killed": killed,
