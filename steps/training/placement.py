@@ -4,8 +4,8 @@ its optimizer state and one device's share of the batch must fit in that device'
 Attached to the step function as `train.placement_problems` (pipeline.placement's generic hook):
 the executor asks it about each node type that has the step's resources, before anything runs.
 
-The slice is `TrainConfig.tpu` (the one the step's ResourceConfig asks for: the step runs on its
-head and trains on all its hosts); its devices and HBM come from `pipeline.node_types.tpu_slice`
+The slice is `TrainConfig.tpu` (the one the step's ResourceConfig asks for: the step supervises
+from the head node and trains on all the slice's hosts); its devices and HBM come from `pipeline.node_types.tpu_slice`
 (one JAX device per chip on v4/v5p, whose two TensorCores act as one; one per chip on v5e/v6e,
 which have one core; HBM per chip as Google lists it: v5p 95 GiB, v4 32, v5e 16, v6e 32). A train
 step without `tpu` runs on the CPUs of its node and is not checked.
@@ -90,11 +90,12 @@ def training_memory(shape: ModelShape, devices: int, examples_per_device: int) -
 
 
 def train_placement_problems(config: Any, node_type: NodeType) -> list[str]:
-    """Why a TrainConfig cannot train on the slice it runs on (for a step whose driver is on `node_type`)."""
+    """Why a TrainConfig cannot train on a slice of `node_type` (the slice type its step's
+    ResourceConfig(tpu=...) launches on)."""
     if not getattr(config, "tpu", None):
         return []
     if node_type.is_tpu_slice and node_type.accelerator != config.tpu:
-        return [f"the step runs on the head of a {node_type.accelerator} slice but TrainConfig.tpu is "
+        return [f"the step launches on a {node_type.accelerator} slice but TrainConfig.tpu is "
                 f"{config.tpu!r}; give the step ResourceConfig(tpu={config.tpu!r})"]
     try:
         spec = tpu_slice(config.tpu)
