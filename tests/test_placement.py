@@ -257,7 +257,7 @@ def test_impossible_training_is_refused_with_advice():
 def test_train_rule_skips_cpu_runs_and_names_a_slice_mismatch():
     assert train_placement_problems(train_config("soda-4b", None, 3), NodeType("cpu", {"CPU": 1})) == []
     (said,) = train_placement_problems(train_config("soda-135m", "v5p-64", 512), slice_node("v5p-32"))
-    assert "head of a v5p-32 slice but TrainConfig.tpu is 'v5p-64'" in said
+    assert "launches on a v5p-32 slice but TrainConfig.tpu is 'v5p-64'" in said
 
 
 # ---- the command line and the executor ----------------------------------------------------
