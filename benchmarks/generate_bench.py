@@ -37,7 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.previous_code import load_previous  # noqa: E402
-from eval.model import TOP_K_PREFILTER, TorchLM, nucleus_mask  # noqa: E402
+from eval.model import TOP_K_PREFILTER, TorchLM, left_padded, nucleus_mask  # noqa: E402
 
 VOCAB = 144_644
 TEMPERATURE, TOP_P, SEED = 0.9, 0.8, 0
@@ -70,12 +70,7 @@ def nucleus_sizes(lm, prompts) -> list[int]:
     """Nucleus size (top-p at TEMPERATURE) of each prompt's next-token distribution."""
     import torch
 
-    width = max(p.size for p in prompts)
-    ids = torch.zeros((len(prompts), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - p.size:] = torch.from_numpy(p)
-        mask[i, width - p.size:] = 1
+    ids, mask = left_padded(prompts)
     with torch.inference_mode():
         logits = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1].float()
     return nucleus_mask(logits / TEMPERATURE, TOP_P).sum(-1).tolist()
@@ -84,12 +79,7 @@ def nucleus_sizes(lm, prompts) -> list[int]:
 def run_hf(model, prompts, new_tokens: int, temperature: float) -> tuple[float, list[list[int]]]:
     import torch
 
-    width = max(p.size for p in prompts)
-    ids = torch.zeros((len(prompts), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - p.size:] = torch.from_numpy(p)
-        mask[i, width - p.size:] = 1
+    ids, mask = left_padded(prompts)
     sampling = dict(do_sample=True, temperature=temperature, top_p=TOP_P, top_k=0) if temperature else \
         dict(do_sample=False)
     torch.manual_seed(SEED)
@@ -98,7 +88,7 @@ def run_hf(model, prompts, new_tokens: int, temperature: float) -> tuple[float, 
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
                              min_new_tokens=new_tokens, pad_token_id=0, **sampling)
     wall = time.perf_counter() - start
-    return wall, out[:, width:].tolist()
+    return wall, out[:, ids.shape[1]:].tolist()
 
 
 def run_soda(lm, prompts, new_tokens: int, temperature: float) -> tuple[float, list[list[int]]]:

@@ -68,6 +68,20 @@ def _as_id_lists(seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
 # ---- sampling (torch) ---------------------------------------------------------------------
 
 
+def left_padded(prompts: Sequence[np.ndarray]):
+    """(ids, attention mask), (B, longest) int64 torch tensors with each prompt at the right end, so
+    every row's next token comes at the same position."""
+    import torch
+
+    width = max(p.size for p in prompts)
+    ids = torch.zeros((len(prompts), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - p.size:] = torch.from_numpy(np.asarray(p, dtype=np.int64))
+        mask[i, width - p.size:] = 1
+    return ids, mask
+
+
 def top_p_filter(logits, top_p: float):
     """Logits with everything outside the nucleus set to -inf: keep the most probable tokens
     until their mass reaches top_p (the token that crosses top_p is kept; at least one token)."""
@@ -234,13 +248,11 @@ class TorchLM(ScoringModel):
         sampled ids stay on the device and feed the next step, only B ids a step reach the host."""
         import torch
 
-        n, width = len(prompts), max(p.size for p in prompts)
+        ids, prompt_mask = left_padded(prompts)
+        n, width = ids.shape
         total = width + max_new_tokens
-        ids = torch.zeros((n, width), dtype=torch.long)
-        mask = torch.ones((n, total), dtype=torch.long)  # the generated columns are all real tokens
-        for i, p in enumerate(prompts):  # left padding: every row's next token is at the end
-            ids[i, width - p.size :] = torch.from_numpy(p)
-            mask[i, : width - p.size] = 0
+        # the generated columns are all real tokens
+        mask = torch.cat([prompt_mask, torch.ones((n, max_new_tokens), dtype=torch.long)], dim=1)
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
         cache_pos = torch.arange(total, device=self.device)

@@ -84,8 +84,8 @@ def record_host(out_dir: str, fail_host: int = -1, crash_host: int = -1, crashes
         json.dump(info, f)
     if pid == crash_host and _count(out_dir, "crash") < crashes:
         if peer_error_host >= 0:
-            _wait_for_files(out_dir, f"started-{peer_error_host}-", 1 + len(
-                [n for n in os.listdir(out_dir) if n.startswith("crash-")]) - 1)
+            crashes_so_far = len([n for n in os.listdir(out_dir) if n.startswith("crash-")])  # this one included
+            _wait_for_files(out_dir, f"started-{peer_error_host}-", crashes_so_far)  # the survivor runs this try
         os._exit(1)  # the worker process dies: like a preempted host
     if pid == peer_error_host and len([n for n in os.listdir(out_dir) if n.startswith("crash-")]) <= crashes \
             and not os.path.exists(os.path.join(out_dir, "peer-error-done")):

@@ -357,7 +357,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                     on_event=lambda event: record_slice_event(config.output_path, event))
     else:
         hosts = [train_on_host(config, plan, warm_dir, init_checkpoint)]
-    return write_summary(config, plan, hosts)
+    return write_summary(config, plan, hosts, init_checkpoint)
 
 
 def run_checkpoints(output: str) -> list[tuple[int, str]]:
@@ -439,8 +439,10 @@ def _loss(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict]] = None) -> dict[str, Any]:
-    """`summary.json` of the run; `hosts` are train_on_host's reports, one per JAX process."""
+def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict]] = None,
+                  init_checkpoint: Optional[str] = None) -> dict[str, Any]:
+    """`summary.json` of the run; `hosts` are train_on_host's reports, one per JAX process;
+    `init_checkpoint` the other run's checkpoint it continued from (checkpoint_to_initialize_from)."""
     from steps.sharding import atomic_write_json, join
     from steps.training.metrics import SESSIONS_FILE, read_jsonl, read_metrics
 
@@ -475,7 +477,7 @@ def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict
         **_slice_event_counts(read_jsonl(join(config.output_path, SLICE_EVENTS_FILE))),
         "hf_export": hf_dir,
         "warm_start": config.warm_start_hf,
-        "initialized_from": checkpoint_to_initialize_from(config, plan) if config.initialize_from else None,
+        "initialized_from": init_checkpoint,
         "plumbing_run": bool(config.plumbing_run or _caches_say_plumbing(config.caches)),
         **_jax_layout(config, hosts or []),
     }
