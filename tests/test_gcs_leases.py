@@ -174,10 +174,14 @@ def test_an_executor_whose_lease_is_taken_over_stops_its_step_and_waits_for_the_
         deadline = time.time() + 120
         while not started.exists() and time.time() < deadline:
             time.sleep(0.1)
-        _, generation = storage.gcs_read(lease_url)
         record = {"holder": "rival", "host": "elsewhere", "pid": 1, "since": time.time(), "heartbeat": time.time(),
                   "nonce": uuid.uuid4().hex}
-        assert storage.gcs_write_if(lease_url, json.dumps(record), generation) is not None
+        for _ in range(50):  # the holder's heartbeat may rewrite the lease between our read and write
+            _, generation = storage.gcs_read(lease_url)
+            if storage.gcs_write_if(lease_url, json.dumps(record), generation) is not None:
+                break
+        else:
+            raise AssertionError("the rival never took the lease over")
         time.sleep(2)  # the rival runs the step, finishes it and lets go
         storage.write_status(output, storage.SUCCESS, "rival")
         _, generation = storage.gcs_read(lease_url)
