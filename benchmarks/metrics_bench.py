@@ -139,9 +139,9 @@ def main() -> None:
 
         with GcsEmulator(buckets=["soda-metrics"]) as emu:
             os.environ.update(emu.environment())
-            from steps.sharding import fs_and_path
+            from pipeline.fileio import url_to_fs
 
-            fs_and_path("gs://soda-metrics/run")[0].ls("soda-metrics")  # gcsfs's client, made before tracing
+            url_to_fs("gs://soda-metrics/run")[0].ls("soda-metrics")  # gcsfs's client, made before tracing
             r = run(lambda: new.JsonlMetricsTracker("gs://soda-metrics/run"), new, args.emulator_steps, args.step_s)
             assert len(new.read_metrics("gs://soda-metrics/run")) == args.emulator_steps
             results.append(("after, immutable chunks", "GCS emulator", r))

@@ -6,7 +6,8 @@ utterances of 2-8 s separated by gaps (70% of the video in utterances by default
 YODAS2 videos; the gaps are low noise, decoded but never kept), then runs
 `steps.encode.encode_speech` on it in a fresh process (random Mimi weights, CPU,
 max_chunk_seconds=60) and reports that process's peak RSS, its wall time, and audio seconds
-(utterances kept) encoded per wall second of the encode call.
+(utterances kept) encoded per wall second and per CPU second (all threads; steadier on a shared
+machine) of the encode call.
 
     python benchmarks/yodas2_encode_bench.py --minutes 10 60 --small   # memory: small Mimi stand-in
     python benchmarks/yodas2_encode_bench.py --minutes 2               # throughput: full-size Mimi
@@ -46,11 +47,14 @@ SMALL_MIMI = dict(hidden_size=64, num_filters=8, num_hidden_layers=1, num_attent
                   head_dim=32, intermediate_size=128, codebook_dim=32, vector_quantization_hidden_dimension=32,
                   num_quantizers=8, upsample_groups=64)
 
-# Without these, the encode process's RSS creeps with the number of distinct batch shapes it has run
-# (utterance lengths vary, so nearly every batch is a new shape): oneDNN caches a compiled primitive
-# per conv shape (up to 1024) and glibc keeps the freed, fragmented blocks of those varied sizes. In
-# this benchmark that was +0.4-0.6 GiB between a 10- and a 60-minute video with the small Mimi; with
-# both off the reader and the step's own buffers are what is measured.
+# Before the encode step padded its batches to a bounded set of shapes (steps.encode.padded_batch), the
+# process's RSS crept with the number of distinct batch shapes it had run (utterance lengths vary, so
+# nearly every batch was a new shape): oneDNN caches a compiled primitive per conv shape (up to 1024)
+# and glibc keeps the freed, fragmented blocks of those varied sizes (+0.4-0.6 GiB between a 10- and
+# a 60-minute video with the small Mimi, +1.2 GiB with the full-size one). Padding cut that, and the
+# encode step now also turns oneDNN's primitive cache off by default (steps.encode.ENCODE_ENV), which
+# makes it flat. `--lean-allocator` adds glibc settings on top (also flat alone, but a fixed mmap
+# threshold cost about 13% speed on the small Mimi), for comparison.
 LEAN_ALLOCATOR_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0", "MALLOC_ARENA_MAX": "1",
                       "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_MMAP_THRESHOLD_": "65536"}
 
@@ -60,12 +64,12 @@ from steps.encode import EncodeConfig, encode_speech
 root, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 config = EncodeConfig(input_paths=(root + "/data/en*/audio/*.tar.gz",), output_path=out, mimi_model="random",
                       mimi_config_overrides=overrides, device="cpu", max_chunk_seconds=60.0)
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 summary = encode_speech(config)
-seconds = time.perf_counter() - start
+seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
 with open("/proc/self/status") as f:
     hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-print(json.dumps(dict(summary, encode_seconds=seconds, peak_rss=hwm)))
+print(json.dumps(dict(summary, encode_seconds=seconds, encode_cpu_seconds=cpu_seconds, peak_rss=hwm)))
 """
 
 
@@ -151,17 +155,17 @@ def main(argv=None) -> int:
         if r["ok"]:
             speech = r["hours"] * 3600
             rows.append(f"| {minutes:g} min | {r['utterances']} | {speech:.0f} s | {r['peak_rss'] / 2**30:.2f} GiB | "
-                        f"{r['wall']:.0f} s | {speech / r['encode_seconds']:.1f} |")
+                        f"{r['wall']:.0f} s | {speech / r['encode_seconds']:.1f} | {speech / r['encode_cpu_seconds']:.1f} |")
         else:
             state = "killed at the limit" if r["killed"] else f"failed: {r['last_line'][:80]}"
-            rows.append(f"| {minutes:g} min | | | | {r['wall']:.0f} s | {state} |")
+            rows.append(f"| {minutes:g} min | | | | {r['wall']:.0f} s | {state} | |")
         print(rows[-1], f"(archive {size / 2**20:.0f} MiB)", file=sys.stderr, flush=True)
     model = "small Mimi stand-in (tests/test_mimi.py::SMALL)" if args.small else "full-size Mimi"
     print(f"encode_speech on one YODAS2 archive, random weights, {model}, CPU ({os.cpu_count()} cores), "
           f"{args.speech_fraction:.0%} of each video in utterances"
           f"{', lean allocator settings' if args.lean_allocator else ''}; code from {args.repo}\n")
-    print("| video | utterances | speech kept | peak RSS | wall time (process) | audio s / wall s (encode call) |\n"
-          "|---|---:|---:|---:|---:|---:|")
+    print("| video | utterances | speech kept | peak RSS | wall time (process) | audio s / wall s (encode call) | audio s / CPU s |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     return 0
 

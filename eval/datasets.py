@@ -32,6 +32,10 @@ from typing import Iterator, Optional
 import numpy as np
 
 from steps.dataset_lock import HubDataset, locked_revision
+from pipeline import this_output_path, versioned
+from pipeline.fileio import url_to_fs
+from steps.audio_io import BadAudioError, check_samples, decode_audio_bytes, to_mono_24k
+from steps.download import DownloadConfig
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +63,7 @@ class LoadStats:
 
 def find_files(root: str, pattern: str) -> list[str]:
     """Files under `root` (local or fsspec URL) matching a glob relative to it, sorted."""
-    from steps.sharding import fs_and_path
-
-    fs, p = fs_and_path(root)
+    fs, p = url_to_fs(root)
     found = sorted(fs.glob(f"{p.rstrip('/')}/{pattern}"))
     if "://" in root:
         protocol = root.split("://", 1)[0]
@@ -86,8 +88,6 @@ def _read_bytes(path: str) -> bytes:
 def decode_audio(value, where: str) -> np.ndarray:
     """An HF Audio struct {bytes, path}, raw bytes, or a file path -> 24 kHz mono float32.
     Raises steps.audio_io.BadAudioError (with a reason) on unusable audio."""
-    from steps.audio_io import BadAudioError, check_samples, decode_audio_bytes, to_mono_24k
-
     ext = None
     if isinstance(value, dict):
         data, ext = value.get("bytes"), os.path.splitext(value.get("path") or "")[1].lstrip(".") or None
@@ -108,9 +108,7 @@ def decode_audio(value, where: str) -> np.ndarray:
 def _parquet_rows(path: str, columns: Optional[list[str]] = None) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
-    from steps.sharding import fs_and_path
-
-    fs, p = fs_and_path(path)
+    fs, p = url_to_fs(path)
     with fs.open(p, "rb") as f:
         pf = pq.ParquetFile(f)
         names = pf.schema_arrow.names
@@ -130,8 +128,6 @@ def _pick(row: dict, names: tuple[str, ...], where: str):
 
 
 def _audio_or_skip(value, where: str, stats: LoadStats) -> Optional[np.ndarray]:
-    from steps.audio_io import BadAudioError
-
     try:
         return decode_audio(value, where)
     except BadAudioError as exc:
@@ -366,9 +362,6 @@ STORYCLOZE_NOTE = ("StoryCloze is not on the hub as files: the text set is a man
 def hellaswag_raw(revision: Optional[str] = None):
     """A DownloadConfig for Rowan/hellaswag's parquet conversion (validation split), at `revision`,
     else the dataset lock's commit, else the placeholder."""
-    from pipeline import this_output_path, versioned
-    from steps.download import DownloadConfig
-
     revision = revision if revision is not None else locked_revision(HELLASWAG_DATASET, HELLASWAG_REVISION)
     return DownloadConfig(hf_dataset_id=HELLASWAG_DATASET, revision=versioned(revision),
                           output_path=this_output_path(), include=("default/validation/*.parquet",))

@@ -44,7 +44,7 @@ from typing import Optional
 
 import numpy as np
 
-from steps.sharding import exists, join, local_copy
+from pipeline.fileio import exists, join, local_copy
 
 logger = logging.getLogger(__name__)
 

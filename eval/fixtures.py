@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
+from pipeline import ExecutorStep, ResourceConfig, this_output_path, versioned
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, join
+from steps.audio_io import decode_audio_bytes, iter_webdataset, to_mono_24k
+from steps.s2st.fixture import write_cvss_fixture
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(os.path.dirname(HERE), "steps", "local_corpus")
@@ -44,8 +48,6 @@ def _fixtures_of(kind_good: str, kind_bad: str) -> list[tuple[str, str]]:
 
 def corpus_utterances() -> list[dict]:
     """The emilia_like corpus: {id, speaker, text, audio (24 kHz float32), bytes, ext} in order."""
-    from steps.audio_io import decode_audio_bytes, iter_webdataset, to_mono_24k
-
     out = []
     for name in sorted(os.listdir(EMILIA_LIKE)):
         if name.endswith(".tar"):
@@ -155,8 +157,6 @@ def write_librispeech(out: str, per_split: int = 4) -> int:
 
 def write_seed_tts_eval(out: str) -> int:
     """seed-tts-eval layout: en/meta.lst (utt|prompt_text|prompt_wav|target_text) + 16 kHz prompt wavs."""
-    from steps.audio_io import decode_audio_bytes, to_mono_24k
-
     wav_dir = os.path.join(out, "en", "prompt-wavs")
     os.makedirs(wav_dir, exist_ok=True)
     pdata, pmeta = _fixture("EVAL_tts000_prompt")
@@ -230,8 +230,6 @@ def write_storycloze_spoken(out: str) -> int:
 
 def write_cvss(out: str) -> int:
     """CVSS-T + Common Voice pairs in the layout steps.s2st.cvss reads (steps.s2st.fixture)."""
-    from steps.s2st.fixture import write_cvss_fixture
-
     return write_cvss_fixture(out)
 
 
@@ -268,8 +266,6 @@ def fixture_step_fn(config: FixtureConfig) -> None:
     """Write the fixture locally, then copy it under the step's output (local or gs://)."""
     import tempfile
 
-    from steps.sharding import atomic_write_bytes, atomic_write_json, join
-
     with tempfile.TemporaryDirectory() as tmp:
         n = write_fixture(config.kind, tmp)
         for dirpath, _, names in os.walk(tmp):
@@ -283,8 +279,6 @@ def fixture_step_fn(config: FixtureConfig) -> None:
 
 def local_fixture_step(kind: str, name: Optional[str] = None):
     """`raw/local-eval-<kind>`: the local fixture as a step whose output a task reads like a download."""
-    from pipeline import ExecutorStep, ResourceConfig, this_output_path, versioned
-
     return ExecutorStep(name=name or f"raw/local-eval-{kind}", fn=fixture_step_fn,
                         config=FixtureConfig(kind=versioned(kind), output_path=this_output_path()),
                         description=f"local offline stand-in for the {kind} eval data (plumbing only)",

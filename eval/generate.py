@@ -6,8 +6,9 @@
     result.text         # the answer's text (asr, s2st), control tokens and audio removed
     result.info         # JSON-able: prompt/answer token counts, stop reached, stray tokens, seconds
 
-`ctx` is an `eval.tasks.common.EvalContext` (the tokenizer's SODA ids, Mimi, the model), so the
-CLI (`eval.generate_cli`) and the eval tasks share one tokenization, one Mimi and one sampler.
+`ctx` is an `eval.session.ModelSession` (the model, the tokenizer's SODA ids, Mimi on first use; an
+eval step's EvalContext is one), so the CLI (`eval.generate_cli`) and the eval tasks share one
+tokenization, one Mimi and one sampler.
 Prompts come from tokenizer.prompts only.
 
 What each task answers, and how the answer's ids are read (`split_answer`, a pure function):
@@ -36,6 +37,8 @@ from typing import Optional
 import numpy as np
 
 from tokenizer.vocab import AUDIO_END, TEXT_END
+from steps.evaluate import EvalConfig as C
+from tokenizer import prompts as P
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +65,6 @@ class Sampling:
 def default_sampling(task: str) -> Sampling:
     """Per-task defaults: the eval protocol's TTS (and S2ST) sampling for audio answers
     (steps.evaluate.EvalConfig), greedy decoding for ASR, about 5 s of audio for a continuation."""
-    from steps.evaluate import EvalConfig as C
-
     tts = Sampling(C.tts_temperature, C.tts_top_p, C.tts_max_new_tokens)
     return {"continue": Sampling(C.tts_temperature, C.tts_top_p, 500), "tts": tts, "tts-voice": tts,
             "asr": Sampling(0.0, 1.0, C.asr_max_new_tokens),
@@ -147,8 +148,6 @@ class GenerationResult:
 
 def build_prompt(inputs: GenerateInputs, ctx) -> tuple[str, dict]:
     """The task's prompt string (tokenizer.prompts) and the input audio durations."""
-    from tokenizer import prompts as P
-
     missing = inputs.missing()
     if missing:
         raise ValueError(f"task {inputs.task} needs {', '.join(missing)}")

@@ -27,7 +27,11 @@ import sys
 import time
 from typing import Optional
 
-from eval.generate import REQUIRED, TASKS
+from eval.generate import GenerateInputs, REQUIRED, Sampling, TASKS, default_sampling, run_generation
+from eval.session import CodecSettings, ModelSession
+from pipeline.cli_checks import first_problem, number_problem, overwrite_problem
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, exists, join
+from steps.audio_io import BadAudioError, load_audio_file
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +74,6 @@ def _bad(message: str) -> int:
 
 def check_inputs(args) -> tuple[Optional[str], dict]:
     """(error message or None, {input name: value}) with audio files read; no model is touched."""
-    from steps.audio_io import BadAudioError, load_audio_file
-    from steps.cli_checks import first_problem, number_problem, overwrite_problem
-    from steps.sharding import exists, join
-
     task = args.task
     for name in REQUIRED[task]:
         value = getattr(args, name)
@@ -134,28 +134,19 @@ def cli_main(argv: list[str]) -> int:
     if error:
         return _bad(error)
 
-    from eval.generate import GenerateInputs, Sampling, default_sampling, run_generation
-    from eval.model import load_scoring_model
-    from eval.tasks.common import EvalContext
-    from steps.evaluate import EvalConfig, _tokenizer_dir
-    from steps.sharding import atomic_write_bytes, atomic_write_json, join
-
     started = time.time()
     base = default_sampling(args.task)
     sampling = Sampling(base.temperature if args.temperature is None else args.temperature,
                         base.top_p if args.top_p is None else args.top_p,
                         base.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens)
     overrides = json.loads(args.mimi_config) if args.mimi_config else None
-    config = EvalConfig(task=f"generate:{args.task}", model_path=args.checkpoint, dataset_path="", output_path=args.out,
-                        backend=args.backend, tokenizer=args.tokenizer, seed=args.seed, mimi_model=args.mimi,
-                        mimi_config_overrides=overrides, device=args.device, batch_size=1)
-    model = load_scoring_model(args.checkpoint, args.backend, args.tokenizer, args.device)
+    codec = CodecSettings(args.mimi, args.seed, args.device, overrides, batch_size=1)
     try:
-        tokenizer = _tokenizer_dir(config, model)
+        session = ModelSession.open(args.checkpoint, backend=args.backend, tokenizer=args.tokenizer,
+                                    device=args.device, codec=codec)
     except FileNotFoundError as exc:
-        return _bad(f"{exc} (pass --tokenizer)")
-    ctx = EvalContext(config, model, tokenizer, args.out)
-    result = run_generation(GenerateInputs(task=args.task, **values), ctx, sampling, seed=args.seed)
+        return _bad(f"{exc} (pass --tokenizer)" if "no tokenizer" in str(exc) else str(exc))
+    result = run_generation(GenerateInputs(task=args.task, **values), session, sampling, seed=args.seed)
 
     files = []
     if len(result.audio):
@@ -167,9 +158,9 @@ def cli_main(argv: list[str]) -> int:
     if result.text is not None:
         atomic_write_bytes(join(args.out, "output.txt"), (result.text + "\n").encode("utf-8"))
         files.append("output.txt")
-    plumbing = ctx._mimi is not None and ctx.mimi_is_random
-    info = {**result.info, "checkpoint": args.checkpoint, "model_backend": model.backend, "model_source": model.source,
-            "tokenizer": tokenizer, "mimi": args.mimi, "plumbing_run": plumbing, "files": files,
+    plumbing = session.mimi_loaded and session.mimi_is_random
+    info = {**result.info, "checkpoint": args.checkpoint, "model_backend": session.model.backend,
+            "model_source": session.model.source, "tokenizer": session.tokenizer_dir, "mimi": args.mimi, "plumbing_run": plumbing, "files": files,
             "seconds": round(time.time() - started, 3)}
     atomic_write_json(join(args.out, "generation.json"), info)
 

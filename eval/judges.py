@@ -28,6 +28,8 @@ import numpy as np
 
 from eval import ecapa_judge
 from pipeline.step import this_output_path
+from pipeline.fileio import exists, join, local_copy, url_to_fs
+from tokenizer.testing import make_tiny_qwen_style_tokenizer_dir
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +59,6 @@ def _device(device: Optional[str]) -> str:
 def is_random_judge(path: str) -> bool:
     """Whether `path` (a local dir, a checkpoint file in one, or an object-store URL; an HF id is never
     one) is a random-init judge."""
-    from steps.sharding import exists, join
-
     if path.endswith(".pth"):  # a checkpoint file: its directory carries the marker
         path = path.rstrip("/").rsplit("/", 1)[0] if "/" in path else "."
     if "://" not in path and not os.path.isdir(path):
@@ -68,8 +68,6 @@ def is_random_judge(path: str) -> bool:
 
 def _judge_dir(path: str) -> str:
     """A judge given as an object-store directory is read from a local copy (transformers reads files)."""
-    from steps.sharding import local_copy
-
     return local_copy(path) if "://" in path else path
 
 
@@ -233,14 +231,11 @@ def make_random_judges_step(config: RandomJudgesConfig) -> None:
     `random-wavlm-sv/`, `random-wavlm-ecapa/`) under the step's output, local or on an object store: offline stand-ins for the TTS judges."""
     import tempfile
 
-    from steps.sharding import fs_and_path
-    from tokenizer.testing import make_tiny_qwen_style_tokenizer_dir
-
     if "://" not in config.output_path:
         root = config.output_path
         make_random_judges(root, make_tiny_qwen_style_tokenizer_dir(os.path.join(root, "plain-tokenizer")), config.seed)
         return
     with tempfile.TemporaryDirectory(prefix="soda-judges-") as tmp:
         make_random_judges(tmp, make_tiny_qwen_style_tokenizer_dir(os.path.join(tmp, "plain-tokenizer")), config.seed)
-        fs, path = fs_and_path(config.output_path)
+        fs, path = url_to_fs(config.output_path)
         fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)

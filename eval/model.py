@@ -29,12 +29,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from steps.training.train_output import TrainOutput, is_hf_dir, latest_checkpoint_of
+from pipeline.fileio import exists, join, local_copy
+from steps.training.accounting import ModelShape
+from steps.training.presets import levanter_config
+from steps.training.warm_start import levanter_config_from_hf
 
 logger = logging.getLogger(__name__)
 
@@ -292,50 +297,21 @@ class TorchLM(ScoringModel):
 # ---- Levanter / JAX -------------------------------------------------------------------------
 
 
-def latest_checkpoint_dir(path: str) -> str:
-    """`path` if it is one checkpoint (metadata.json), else its `checkpoints/step-N` with the largest N."""
-    from steps.sharding import exists, fs_and_path, join
-
-    if exists(join(path, "metadata.json")):
-        return path
-    root = join(path, "checkpoints") if exists(join(path, "checkpoints")) else path
-    fs, p = fs_and_path(root)
-    found = []
-    for entry in fs.ls(p, detail=False) if fs.exists(p) else []:
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if re.fullmatch(r"step-\d+", name) and exists(join(root, name, "metadata.json")):
-            found.append((int(name[5:]), join(root, name)))
-    if not found:
-        raise FileNotFoundError(f"no Levanter checkpoint (checkpoints/step-N/metadata.json) under {path!r}")
-    return max(found)[1]
-
-
-def _train_output_of(checkpoint_dir: str) -> Optional[str]:
-    from steps.sharding import exists, join
-
-    parts = checkpoint_dir.rstrip("/").rsplit("/", 2)
-    if len(parts) == 3 and parts[1] == "checkpoints" and exists(join(parts[0], "summary.json")):
-        return parts[0]
-    return None
-
-
 class LevanterLM(ScoringModel):
     """A train step's Levanter checkpoint, scored with Levanter's Qwen3 model in JAX (float32)."""
 
     backend = "levanter-jax"
 
     def __init__(self, path: str, tokenizer: Optional[str] = None, bucket: int = 64):
-        from steps.sharding import exists, join, read_json
-
         # JAX takes 75% of a GPU at start-up by default; generation (torch) and the TTS judges share it
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        self.checkpoint = latest_checkpoint_dir(path)
-        train_out = path if exists(join(path, "summary.json")) else _train_output_of(self.checkpoint)
-        if train_out is None:
+        self.checkpoint = latest_checkpoint_of(path)
+        run = TrainOutput.of(path) or TrainOutput.of(self.checkpoint)
+        if run is None:
             raise FileNotFoundError(f"{path!r}: no train-step summary.json next to the checkpoint; the model "
                                     "shape comes from it (pass the train step's output directory)")
-        self.train_output = train_out
-        self.summary = read_json(join(train_out, "summary.json"))
+        self.train_output = run.path
+        self.summary = run.summary()
         self.source = self.checkpoint
         self.tokenizer = tokenizer or self._tokenizer_from_run()
         self.bucket = bucket
@@ -346,8 +322,6 @@ class LevanterLM(ScoringModel):
         self._torch: Optional[TorchLM] = None
 
     def _tokenizer_from_run(self) -> Optional[str]:
-        from steps.sharding import exists, join
-
         hf = self.summary.get("hf_export")
         if hf and exists(join(hf, "tokenizer.json")):
             return hf
@@ -362,14 +336,8 @@ class LevanterLM(ScoringModel):
         return dataclasses.replace(self._run_config(), attn_backend=AttentionBackend.VANILLA)
 
     def _run_config(self):
-        from steps.sharding import exists, join
-        from steps.training.accounting import ModelShape
-        from steps.training.presets import levanter_config
-
         warm = join(self.train_output, "warm_start")
         if exists(join(warm, "config.json")):
-            from steps.training.warm_start import levanter_config_from_hf
-
             return levanter_config_from_hf(warm, self.summary["seq_len"], self.tokenizer or warm)
         shape = ModelShape(**self.summary["model"])
         return levanter_config(shape, tokenizer=self.tokenizer)
@@ -472,27 +440,19 @@ BACKENDS = ("auto", "levanter", "hf")
 
 def resolve_hf_dir(path: str) -> Optional[str]:
     """`path` itself if it is an HF model dir; else a train output's latest `hf/step-N` export."""
-    from steps.sharding import exists, join
-
-    if exists(join(path, "config.json")):
+    if is_hf_dir(path):
         return path
-    if exists(join(path, "summary.json")):
-        from steps.training.train import _latest_hf_export
-
-        return _latest_hf_export(path)
-    return None
+    run = TrainOutput.of(path)
+    return run.latest_hf_export() if run is not None else None
 
 
 def load_scoring_model(path: str, backend: str = "auto", tokenizer: Optional[str] = None,
                        device: Optional[str] = None) -> ScoringModel:
     """A ScoringModel for `path` (see the module docstring). backend: "auto" (an HF dir -> torch;
     a train output or checkpoint -> Levanter), "levanter", or "hf" (a train output's HF export)."""
-    from steps.sharding import exists, join
-
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: choose one of {BACKENDS}")
-    is_hf_dir = exists(join(path, "config.json"))
-    if backend == "hf" or (backend == "auto" and is_hf_dir):
+    if backend == "hf" or (backend == "auto" and is_hf_dir(path)):
         hf = resolve_hf_dir(path)
         if hf is None:
             raise FileNotFoundError(f"{path!r} is neither an HF model dir nor a train output with an hf/ export")
@@ -502,11 +462,9 @@ def load_scoring_model(path: str, backend: str = "auto", tokenizer: Optional[str
 
 def local_path(path: str) -> str:
     """A local copy of a (possibly remote) directory, for libraries that need real files."""
-    from steps.sharding import local_copy
-
     return local_copy(path)
 
 
 __all__ = ["Generation", "ScoringModel", "TorchLM", "LevanterLM", "load_scoring_model", "top_p_filter",
-           "nucleus_mask", "sample_tokens", "sample_next", "example_seed", "latest_checkpoint_dir",
+           "nucleus_mask", "sample_tokens", "sample_next", "example_seed",
            "resolve_hf_dir", "local_path"]

@@ -12,17 +12,28 @@ import math
 import os
 from typing import Optional, Sequence
 
-from pipeline import ExecutorStep, ResourceConfig, output_path_of, this_output_path, unversioned, versioned
+from pipeline import (
+    ExecutorStep, ResourceConfig, VersionedValue, output_path_of, this_output_path, unwrap_versioned, versioned,
+)
 from steps.download import DownloadConfig, download_dataset
-from steps.download_presets import raw_step
+from steps.download_presets import get_download_preset, raw_step
 from steps.encode import EncodeConfig, encode_speech
 from steps.pre_encoded import PreEncodedConfig, convert_pre_encoded
 from steps.interleave import InterleaveConfig, interleave
 from steps.tokenize import TokenizeConfig, tokenize
 from steps.training.mixtures import Mixture
 from steps.training.optimizer import IsoFlopRecipe, SodaRecipe
-from steps.training.train import TrainConfig, train
+from steps.training.train import train
+from steps.training.train_config import TrainConfig
 from tokenizer.build import LLAMA3, BuildTokenizerConfig, build_tokenizer_step
+from pipeline.node_types import tpu_slice
+from steps.scaling.analysis import RunRef
+from steps.training.launch import slice_spec
+from steps.training.presets import get_preset
+
+# why a step's outputs are not meaningful (ExecutorStep.plumbing): the log marks them and all built on them
+RANDOM_MIMI = "audio encoded with a random-weight Mimi, whose codes are not speech tokens"
+RANDOM_JUDGES = "random-init Whisper and WavLM judges"
 
 LOCAL_CORPUS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "steps", "local_corpus", "emilia_like")
@@ -66,9 +77,9 @@ def default_encode(name: str, raw: ExecutorStep, files: str = "**/*.tar", mimi_m
         config=EncodeConfig(input_paths=(output_path_of(raw, files),), output_path=this_output_path(),
                             mimi_model=versioned(mimi_model), num_codebooks=versioned(8), seed=versioned(0),
                             max_chunk_seconds=versioned(max_chunk_seconds), batch_size=batch_size, use_gpu=use_gpu),
-        description=f"Mimi codes (8 codebooks) of {raw.name}" + (" [random Mimi: plumbing run]"
-                                                                 if mimi_model == "random" else ""),
+        description=f"Mimi codes (8 codebooks) of {raw.name}",
         resources=ResourceConfig(cpus=cpus),
+        plumbing=RANDOM_MIMI if mimi_model == "random" else None,
     )
 
 
@@ -89,8 +100,6 @@ def download(name: str, preset: DownloadConfig | str) -> ExecutorStep:
     """A `raw/...` step: a preset from steps.download_presets (its config, or its name in
     `steps.download_presets.PRESETS`), pinned to its revision."""
     if isinstance(preset, str):
-        from steps.download_presets import get_download_preset
-
         preset = get_download_preset(preset)
     if not isinstance(preset, DownloadConfig):
         raise TypeError(f"download({name!r}): preset must be a DownloadConfig or a preset name, "
@@ -206,7 +215,7 @@ def isoflop_train(point, *, caches: dict[str, ExecutorStep], tokenizer: Executor
 
 
 def _train_description(model, mixture, anneal_mixture, batch_size, token_budget, num_steps) -> str:
-    model, mixture, anneal, batch, budget, steps = map(unversioned, (model, mixture, anneal_mixture, batch_size,
+    model, mixture, anneal, batch, budget, steps = map(unwrap_versioned, (model, mixture, anneal_mixture, batch_size,
                                                                      token_budget, num_steps))
     return (f"{model} on {mixture.name}" + (f", annealed on {anneal.name}" if anneal else "") + f", batch {batch}"
             + (f", {budget:.3g} tokens" if budget else f", {steps} steps"))
@@ -216,19 +225,17 @@ def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size,
                       seq_len, tpu) -> None:
     """What `steps.training.train.resolve` would refuse at run time, refused when the experiment is
     declared (a dry run), naming the argument and what is allowed."""
-    from steps.training.presets import get_preset
-
     where = f"default_train({name!r})"
     if preset is not None:
         try:
-            get_preset(unversioned(preset))
+            get_preset(unwrap_versioned(preset))
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{where}: preset: {exc.args[0]}") from exc
     for field, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        value = unversioned(value)
+        value = unwrap_versioned(value)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise ValueError(f"{where}: {field} must be a positive int, got {value!r}")
-    budget, steps = unversioned(token_budget), unversioned(num_steps)
+    budget, steps = unwrap_versioned(token_budget), unwrap_versioned(num_steps)
     if (budget is None) == (steps is None):
         raise ValueError(f"{where}: give exactly one of num_steps and token_budget "
                          f"(got num_steps={steps!r}, token_budget={budget!r})")
@@ -236,7 +243,7 @@ def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size,
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value) or value <= 0):
             raise ValueError(f"{where}: {field} must be a positive number, got {value!r}")
-    for field, mix in (("mixture", unversioned(mixture)), ("anneal_mixture", unversioned(anneal_mixture))):
+    for field, mix in (("mixture", unwrap_versioned(mixture)), ("anneal_mixture", unwrap_versioned(anneal_mixture))):
         if mix is None:
             continue
         if not isinstance(mix, Mixture):
@@ -246,16 +253,12 @@ def _check_train_args(name: str, *, caches, mixture, anneal_mixture, batch_size,
             raise ValueError(f"{where}: {field} {mix.name!r} samples {missing} but caches has no step for them "
                              f"(caches: {sorted(caches)})")
     if tpu is not None:
-        from steps.training.launch import slice_spec
-
         slice_spec(tpu)
 
 
 def slice_for_batch(batch: int, largest: str) -> str:
     """`largest`, or the largest smaller slice of its generation whose JAX devices divide `batch`, so the
     batch splits evenly (a batch of 8 cannot be spread over a v5p-32's 16 devices; a v5p-16 has 8)."""
-    from pipeline.node_types import tpu_slice
-
     spec = tpu_slice(largest)
     size = int(largest.rsplit("-", 1)[1])
     while size >= 1:
@@ -271,14 +274,10 @@ def slice_for_batch(batch: int, largest: str) -> str:
 
 def _versioned(value):
     """versioned(value), unless the caller already marked it."""
-    from pipeline import VersionedValue
-
     return value if isinstance(value, VersionedValue) else versioned(value)
 
 
 def run_ref(name: str, model: ExecutorStep, evals: dict[str, ExecutorStep], budget: float = 0.0):
     """A trained model and its evaluation steps, as the analysis steps read them."""
-    from steps.scaling.analysis import RunRef
-
     return RunRef(budget=budget, train=output_path_of(model), name=name,
                   evals={task: output_path_of(step) for task, step in evals.items()})

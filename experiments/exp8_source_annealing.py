@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments.defaults import run_ref  # noqa: E402
 
 from experiments.defaults import (  # noqa: E402
-    default_encode,
     default_interleave,
     default_tokenize,
     default_train,
@@ -40,8 +39,9 @@ from experiments.exp8_soda_prelim import prelim  # noqa: E402
 from experiments.exp8_soda_prelim import tokenized as prelim_tokenized  # noqa: E402
 from experiments.soda_data import EVAL_DATA, tokenized, tokenizer  # noqa: E402
 from experiments.main import executor_main  # noqa: E402
-from pipeline import ExecutorStep, this_output_path  # noqa: E402
+from pipeline import ExecutorStep, ResourceConfig, output_path_of, this_output_path, versioned  # noqa: E402
 from steps import download_presets as presets  # noqa: E402
+from steps.encode import EncodeConfig, encode_speech  # noqa: E402
 from steps.evaluate import eval_step  # noqa: E402
 from steps.scaling.analysis import CorrelationConfig, run_correlation  # noqa: E402
 from steps.training.accounting import ModelShape  # noqa: E402
@@ -49,12 +49,22 @@ from steps.training.mixtures import MIXTURES, PRELIM  # noqa: E402
 from steps.training.optimizer import SodaRecipe  # noqa: E402
 
 # ---- data: MLS English is the one source not in soda_data (raw audio, Mimi-encoded here) -----
-# parler-tts/mls_eng: parquet with audio + transcript. No commit is known: its revision comes from
-# the dataset lock (`soda lock-datasets`); until then the download refuses the placeholder.
+# parler-tts/mls_eng at its pinned commit (steps/download_presets.py): 1,416 train parquet shards,
+# read by MLS's own reader (steps/raw_mls.py; input_format "mls"): ids {speaker}_{book}_{segment}
+# from each row, unique across shards. As the paper, MLS's fixed 10-20 s chunks are used as they
+# are: each chunk is its own recording, so its own document.
 mls_raw = download("mls-en", presets.mls_eng_train())
-# MLS rows carry no recording id, so each 10-20 s chunk becomes its own document.
-mls_documents = default_interleave("mls-en", default_encode("mls-en", mls_raw, files="data/train-*.parquet",
-                                                            batch_size=64, use_gpu=True))
+mls_encoded = ExecutorStep(
+    name="encoded/mls-en",
+    fn=encode_speech,
+    config=EncodeConfig(input_paths=(output_path_of(mls_raw, "data/train-*.parquet"),),
+                        output_path=this_output_path(), input_format=versioned("mls"),
+                        mimi_model=versioned("kyutai/mimi"), num_codebooks=versioned(8), seed=versioned(0),
+                        max_chunk_seconds=versioned(60.0), batch_size=64, use_gpu=True),
+    description="Mimi codes (8 codebooks) of raw/mls-en, one document per MLS chunk",
+    resources=ResourceConfig(cpus=1.0),
+)
+mls_documents = default_interleave("mls-en", mls_encoded)
 caches = {**tokenized, **prelim_tokenized, "mls-en": default_tokenize("mls-en", mls_documents, tokenizer)}
 
 SOURCES = ("mls", "emilia", "yodas")  # steps.training.mixtures: source-mls, source-emilia, source-yodas

@@ -6,6 +6,9 @@
   Common Crawl (steps.mirror); the setting reaches every step's Ray task. It changes no step's hash.
 - `--rehearsal`: the declared DAG at toy scale (experiments.rehearsal); `soda rehearse` sets it.
 
+Every run's experiment log ends with SODA's report (steps.report): results beside the paper's,
+training runs, scaling fits and correlations.
+
 Scripts call `executor_main(steps=..., description=...)` exactly as with `pipeline.executor_main`;
 what a run, a rehearsal or a mirrored run means is decided here, never inside a script.
 """
@@ -19,6 +22,8 @@ from typing import Optional, Sequence
 from pipeline import ExecutorStep
 from pipeline import main as pipeline_main
 from steps.mirror import MIRROR_ENV
+from steps.report import build_sections
+from experiments.rehearsal import rehearsal_dag
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,7 @@ def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = No
         env[MIRROR_ENV] = mirror
     steps = list(steps)
     if config.rehearsal:
-        from experiments.rehearsal import rehearsal_dag
-
         steps = rehearsal_dag(steps)
         description = f"REHEARSAL at toy scale: {description or ''}".rstrip(": ")
-    return pipeline_main.executor_main(steps, description, config=config, experiment_name=experiment_name, env=env)
+    return pipeline_main.executor_main(steps, description, config=config, experiment_name=experiment_name, env=env,
+                                       report=build_sections)

@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from eval.judges import RandomJudgesConfig, make_random_judges_step
-from pipeline import ExecutorStep, ResourceConfig, output_path_of, unversioned, versioned
+from experiments.defaults import RANDOM_JUDGES, RANDOM_MIMI
+from pipeline import ExecutorStep, ResourceConfig, output_path_of, unwrap_versioned, versioned
 from pipeline.rewrite import rewrite_dag
 from steps.encode import encode_speech
 from steps.evaluate import evaluate
@@ -54,6 +55,7 @@ from steps.stand_ins import StandInCheckpointConfig, stand_in_checkpoint_step
 from steps.training.finetune import finetune
 from steps.training.train import train
 from tokenizer.build import LLAMA3, build_tokenizer_step
+from steps.training.presets import get_preset
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,12 @@ def tiny_shape(shape: ModelShape, scale: RehearsalScale) -> ModelShape:
 
 
 def _declared_shape(config) -> Optional[ModelShape]:
-    from steps.training.presets import get_preset
-
-    shape = unversioned(config.shape)
+    shape = unwrap_versioned(config.shape)
     if shape is not None:
         return shape
-    if unversioned(config.warm_start_hf):
+    if unwrap_versioned(config.warm_start_hf):
         return None
-    return get_preset(unversioned(config.preset)).shape
+    return get_preset(unwrap_versioned(config.preset)).shape
 
 
 class _Rewriter:
@@ -134,13 +134,14 @@ class _Rewriter:
         if self._judges is None:
             self._judges = ExecutorStep(
                 name="judges/random-init", fn=make_random_judges_step, config=RandomJudgesConfig(seed=versioned(0)),
-                description="random-init Whisper and WavLM judges (rehearsal: the real judges are on the Hub)")
+                description="random-init Whisper and WavLM judges (rehearsal: the real judges are on the Hub)",
+                plumbing=RANDOM_JUDGES)
         return self._judges
 
     def train(self, step: ExecutorStep) -> ExecutorStep:
         s, config = self.scale, step.config
         shape = _declared_shape(config)
-        warm = unversioned(config.warm_start_hf)
+        warm = unwrap_versioned(config.warm_start_hf)
         if shape is None:  # a warm start: the stand-in checkpoint is tiny already, and its shape is the model's
             config = dataclasses.replace(config, warm_start_hf=output_path_of(self.stand_in(warm)) if _on_hub(warm)
                                          else config.warm_start_hf)
@@ -172,11 +173,12 @@ class _Rewriter:
             whisper_normalizer=None, tts_max_new_tokens=versioned(s.tts_max_new_tokens),
             asr_max_new_tokens=versioned(s.asr_max_new_tokens), s2st_max_new_tokens=versioned(s.s2st_max_new_tokens),
             plumbing_run=versioned(True))
-        return dataclasses.replace(step, config=config, description=f"[rehearsal] {step.description or step.name}")
+        return dataclasses.replace(step, config=config, description=f"[rehearsal] {step.description or step.name}",
+                                   plumbing=RANDOM_JUDGES)
 
     def finetune(self, step: ExecutorStep) -> ExecutorStep:
         s, config = self.scale, step.config
-        recipe = dataclasses.replace(unversioned(config.recipe), batch_size=s.batch_size, num_steps=s.train_steps,
+        recipe = dataclasses.replace(unwrap_versioned(config.recipe), batch_size=s.batch_size, num_steps=s.train_steps,
                                      seq_len=s.finetune_seq_len)
         return self._on_rehearsal_slice(step, dataclasses.replace(config, recipe=versioned(recipe)))
 
@@ -185,10 +187,10 @@ class _Rewriter:
         if hasattr(step.config, "max_document_tokens"):  # SFT documents must fit the fine-tune's sequences
             changes["max_document_tokens"] = versioned(self.scale.finetune_seq_len)
         return dataclasses.replace(step, config=dataclasses.replace(step.config, **changes),
-                                   description=f"[rehearsal] {step.description or step.name}")
+                                   description=f"[rehearsal] {step.description or step.name}", plumbing=RANDOM_MIMI)
 
     def tokenizer(self, step: ExecutorStep) -> ExecutorStep:
-        base = unversioned(step.config.base)
+        base = unwrap_versioned(step.config.base)
         if not _on_hub(base):
             return step
         return dataclasses.replace(step, config=dataclasses.replace(step.config, base=output_path_of(self.stand_in(base))),

@@ -31,10 +31,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import dataclasses  # noqa: E402
-
+from eval.fixtures import local_fixture_step  # noqa: E402
 from eval.judges import RandomJudgesConfig, make_random_judges_step  # noqa: E402
+from eval.tasks import get_task  # noqa: E402
 from experiments.defaults import (  # noqa: E402
+    RANDOM_JUDGES,
     default_encode,
     default_interleave,
     default_tokenize,
@@ -42,7 +43,9 @@ from experiments.defaults import (  # noqa: E402
     isoflop_train,
     local_corpus,
 )
-from pipeline import ExecutorStep, executor_main, output_path_of, this_output_path, versioned  # noqa: E402
+from experiments.main import executor_main  # noqa: E402
+from pipeline import ExecutorStep, output_path_of, this_output_path, versioned  # noqa: E402
+from steps.evaluate import eval_step  # noqa: E402
 from steps.scaling.analysis import CorrelationConfig, RunRef, ScalingAnalysisConfig  # noqa: E402
 from steps.scaling.analysis import run_correlation, run_scaling_analysis  # noqa: E402
 from steps.scaling.grid import IsoFlopGridConfig, isoflop_grid  # noqa: E402
@@ -64,21 +67,12 @@ def local_eval(task: str, model: ExecutorStep, data: ExecutorStep, judges: Execu
                tokenizer: ExecutorStep) -> ExecutorStep:
     """An eval step with offline settings: random Mimi (as the corpus was encoded), the random judges,
     short generations, the model's HF export scored with torch."""
-    from steps.evaluate import eval_step
-
-    step = eval_step(task, model, data, mimi_model="random", whisper_normalizer=None, tts_max_new_tokens=96,
-                     asr_max_new_tokens=12, backend="hf", batch_size=4, plumbing_run=True)
-    # step outputs as paths (eval_step would version them): the judges' and tokenizer's own hashes cover them
-    config = dataclasses.replace(step.config, tts_asr_judge=output_path_of(judges, "random-whisper"),
-                                 tts_sim_judge=output_path_of(judges, "random-wavlm-ecapa"),
-                                 tokenizer=output_path_of(tokenizer))
-    return dataclasses.replace(step, config=config)
+    return eval_step(task, model, data, mimi_model="random", whisper_normalizer=None, tts_max_new_tokens=96,
+                     asr_max_new_tokens=12, backend="hf", batch_size=4, plumbing_run=True, tokenizer=tokenizer,
+                     tts_asr_judge=judges / "random-whisper", tts_sim_judge=judges / "random-wavlm-ecapa")
 
 
 def build_steps() -> list[ExecutorStep]:
-    from eval.fixtures import local_fixture_step
-    from eval.tasks import get_task
-
     corpus = local_corpus()
     encoded = default_encode("local-emilia-like", corpus, files="*.tar", mimi_model="random", batch_size=4)
     documents = default_interleave("local-emilia-like", encoded)
@@ -86,7 +80,8 @@ def build_steps() -> list[ExecutorStep]:
     tokenized = default_tokenize("local-emilia-like", documents, tokenizer)
     judges = ExecutorStep(name="judges/random-init", fn=make_random_judges_step,
                           config=RandomJudgesConfig(seed=versioned(0)),
-                          description="random-init Whisper and WavLM judges for the offline TTS eval (plumbing)")
+                          description="random-init Whisper and WavLM judges for the offline TTS eval",
+                          plumbing=RANDOM_JUDGES)
     fixtures: dict[str, ExecutorStep] = {}
 
     def fixture(task: str) -> ExecutorStep:

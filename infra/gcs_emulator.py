@@ -33,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from typing import Optional, Sequence
+from infra.gcs_preconditions import PreconditionProxy
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,6 @@ class GcsEmulator:
              "-public-host", f"127.0.0.1:{self.port}", "-log-level", "warn"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        from infra.gcs_preconditions import PreconditionProxy
 
         self._proxy = PreconditionProxy(self.backend_port, self.port).start()
         deadline = time.time() + timeout

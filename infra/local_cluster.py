@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
+from steps.training.launch import slice_spec
 
 logger = logging.getLogger(__name__)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,8 +48,6 @@ class LocalNode:
 def fake_tpu_slice(tpu_type: str, slice_name: str, node_type: Optional[str] = None,
                    cpus_per_host: float = 1) -> list[LocalNode]:
     """The hosts of one fake `tpu_type` slice named `slice_name`, host 0 first."""
-    from steps.training.launch import slice_spec
-
     spec = slice_spec(tpu_type)
     hosts = []
     for host in range(spec.hosts):
@@ -132,8 +131,6 @@ class LocalTpuCluster(LocalCluster):
 
     def __init__(self, tpu_type: str = "v5p-16", slices: int = 1, cpus_per_host: int = 1,
                  head_cpus: int = 1, slice_prefix: str = "fake-tpu", object_store_mb: int = 80):
-        from steps.training.launch import slice_spec
-
         self.spec = slice_spec(tpu_type)
         self.slice_names = [f"{slice_prefix}-{tpu_type}-{i}" for i in range(slices)]
         nodes = [host for name in self.slice_names for host in fake_tpu_slice(tpu_type, name, cpus_per_host=cpus_per_host)]

@@ -41,7 +41,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from infra.local_cluster import LocalNode, fake_tpu_slice
+from infra.local_cluster import LocalCluster, LocalNode, fake_tpu_slice
+from experiments.rehearsal import rehearsal_slice
+from infra.gcs_emulator import GcsEmulator
+from pipeline.fileio import exists, join, read_json, url_to_fs
+from pipeline.node_types import node_types_from_cluster_file
+from pipeline.record_store import latest_record
+from steps.dataset_lock import LOCK_ENV
+from steps.mirror import MIRROR_ENV
+from steps.mirror_fixtures import make_mirror
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +62,7 @@ OFF_BUCKET = (
     "Levanter's log files: local to each host (<tmp>/soda-levanter-logs/<run>); Levanter writes them only to a "
     "local directory",
     "Ray's own logs: the local cluster's session directory",
-    "per-process local copies of tokenizers, judges and HF exports (<tmp>/soda-local-copies-<pid>): transformers "
+    "per-process local copies of tokenizers, judges and HF exports (<tmp>/local-copies-<pid>): transformers "
     "reads only local files",
 )
 _PROGRESS = re.compile(r"pipeline\.executor: (running|succeeded|failed|waiting for) (.*)$")
@@ -85,9 +93,6 @@ class Outcome:
 
 def local_nodes(cluster_file: str, max_cpus: float = 2, min_hosts: int = 2) -> tuple[float, list[LocalNode]]:
     """(head CPUs, worker nodes) of a local cluster mirroring `cluster_file`'s node types, scaled down."""
-    from experiments.rehearsal import rehearsal_slice
-    from pipeline.node_types import node_types_from_cluster_file
-
     import yaml
 
     with open(cluster_file) as f:
@@ -161,8 +166,6 @@ def check_placement(script: str, cluster_file: str, env: dict[str, str], work: s
 
 
 def read_outcome(outcome: Outcome, experiment: str) -> None:
-    from pipeline.experiment_log import latest_record
-
     record = latest_record(outcome.prefix, experiment)
     if record is None:
         outcome.problems.append(f"no experiment record under {outcome.prefix}/experiments: the script did not "
@@ -181,8 +184,6 @@ def read_outcome(outcome: Outcome, experiment: str) -> None:
 
 
 def _check_multihost(outcome: Outcome, name: str, output: str) -> None:
-    from steps.sharding import exists, join, read_json
-
     summary = join(output, "summary.json")
     if not exists(summary):
         return  # not a train step (fine-tunes write their own summaries)
@@ -209,11 +210,6 @@ def local_fallbacks(*roots: str) -> list[str]:
 def rehearse(script: str, out: Optional[str] = None, data_mirror: Optional[str] = None,
              cluster_file: str = DEFAULT_CLUSTER, timeout: float = 3600, max_cpus: float = 2,
              run_only: Optional[list[str]] = None) -> Outcome:
-    from infra.gcs_emulator import GcsEmulator
-    from infra.local_cluster import LocalCluster
-    from steps.dataset_lock import LOCK_ENV
-    from steps.mirror import MIRROR_ENV
-
     start = time.time()
     script = os.path.abspath(script)
     experiment = os.path.splitext(os.path.basename(script))[0]
@@ -258,16 +254,13 @@ def rehearse(script: str, out: Optional[str] = None, data_mirror: Optional[str] 
 
 def _mirror(gcs, data_mirror: Optional[str], work: str) -> tuple[str, str]:
     """(mirror URL, local lock file) for the run: the given mirror, or a fresh one in the emulated bucket."""
-    from steps.mirror_fixtures import make_mirror
-    from steps.sharding import exists, fs_and_path, join
-
     if data_mirror:
         lock_url = join(data_mirror, "datasets.lock")
         if not exists(lock_url):
             raise FileNotFoundError(f"--data-mirror {data_mirror}: no datasets.lock there (soda make-mirror writes "
                                     "one; a mirror of the Hub needs the lock its revisions came from)")
         lock = os.path.join(work, "datasets.lock")
-        fs, path = fs_and_path(lock_url)
+        fs, path = url_to_fs(lock_url)
         fs.get_file(path, lock)
         return data_mirror, lock
     local = os.path.join(work, "mirror")

@@ -1,4 +1,4 @@
-"""The SODA executor: content-hashed steps in a DAG, run on Ray.
+"""A content-hashed executor: steps in a DAG, run on Ray.
 
 Marin's public vocabulary, so a Marin experiment ports by changing one import:
 
@@ -17,7 +17,7 @@ from pipeline.step import (
     VersionedValue,
     output_path_of,
     this_output_path,
-    unversioned,
+    unwrap_versioned,
     versioned,
 )
 
@@ -33,7 +33,7 @@ __all__ = [
     "executor_main",
     "output_path_of",
     "this_output_path",
-    "unversioned",
+    "unwrap_versioned",
     "versioned",
 ]
 

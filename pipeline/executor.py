@@ -23,16 +23,22 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence, TextIO
 
-from pipeline import explain, placement, storage
-from pipeline.experiment_log import ExperimentRecord, previous_steps
+from pipeline import explain, fileio, placement, storage
+from pipeline.console import RunView, live_wanted
+from pipeline.experiment_log import ExperimentRecord, ReportBuilder
+from pipeline.record_store import previous_steps
+from pipeline.run_state import RunState
 from pipeline.identity import canonical, digest, EncodingError
 from pipeline.lease import Lease, lease_for, new_owner_id
-from pipeline.plan import Plan, PlanError, PlannedStep, build_plan
+from pipeline.plan import Plan, PlanError, PlannedStep, build_plan, topological_order
 from pipeline.step import ExecutorStep, ResourceConfig
+from pipeline.step_log import log_path, redact_log
+from pipeline.runner import RayRunner
 
 logger = logging.getLogger("pipeline.executor")
 
-DONE = ("cached", "succeeded")
+DONE = (RunState.CACHED, RunState.SUCCEEDED)
+_LISTED = 10  # failed and blocked steps an ExecutorError names; the experiment log has them all
 
 
 class ExecutorError(RuntimeError):
@@ -42,9 +48,12 @@ class ExecutorError(RuntimeError):
         self.failed, self.blocked, self.record_url = failed, blocked, record_url
         lines = [f"{len(failed)} step(s) failed:"]
         lines += [f"  {name}: {error.strip().splitlines()[-1] if error.strip() else 'error'}"
-                  for name, error in failed.items()]
+                  for name, error in list(failed.items())[:_LISTED]]
+        if len(failed) > _LISTED:
+            lines.append(f"  ... and {len(failed) - _LISTED} more (each in the log below)")
         if blocked:
-            lines.append(f"{len(blocked)} step(s) did not run because a dependency failed: " + ", ".join(blocked))
+            lines.append(f"{len(blocked)} step(s) did not run because a dependency failed: " + ", ".join(blocked[:_LISTED])
+                         + (f", ... and {len(blocked) - _LISTED} more" if len(blocked) > _LISTED else ""))
         if record_url:
             lines.append(f"tracebacks: each failed step's .executor_status, and the log {record_url[:-5]}.html")
         super().__init__("\n".join(lines))
@@ -87,29 +96,32 @@ class RunResult:
 
     @property
     def ran(self) -> list[str]:
-        return self.names("succeeded") + self.names("failed")
+        return self.names(RunState.SUCCEEDED) + self.names(RunState.FAILED)
 
 
 class Executor:
     def __init__(self, prefix: str, experiment_name: Optional[str] = None, description: Optional[str] = None,
                  ray_address: Optional[str] = None, poll_interval: float = 0.5, env: Optional[dict[str, str]] = None,
-                 cluster_file: Optional[str] = None, verbose: bool = False):
+                 cluster_file: Optional[str] = None, verbose: bool = False,
+                 report: Optional[ReportBuilder] = None, console: Optional[str] = None):
         if not prefix:
             raise ValueError("Executor needs a prefix (a local directory or e.g. gs://bucket/path)")
         address = ray_address if ray_address is not None else os.environ.get("RAY_ADDRESS")
-        if storage.is_relative(prefix) and _is_remote(address):
+        if fileio.is_relative(prefix) and _is_remote(address):
             raise RelativePrefixError(
                 f"the prefix {prefix!r} is a path relative to this machine's current directory, but the steps "
                 f"run on the Ray cluster at {address}, whose workers would resolve it against their own. Give "
                 "a prefix every node shares: --prefix gs://BUCKET/PATH (or $SODA_PREFIX), or an absolute path "
                 "on a filesystem mounted on every node.")
-        self.prefix = storage.absolute(prefix).rstrip("/")  # once: every output path below it is absolute
+        self.prefix = fileio.absolute(prefix).rstrip("/")  # once: every output path below it is absolute
         self.experiment_name = experiment_name or _script_name()
         self.description = description
         self.ray_address = ray_address
         self.env = dict(env or {})  # set in every step's Ray task
         self.cluster_file = cluster_file  # a Ray cluster YAML whose node types every pending step must fit
         self.verbose = verbose  # steps' output on this console too (it always goes to each step's .executor_log)
+        self.console = console  # "live" (a view redrawn in place), "plain" (lines), None: live on a terminal
+        self.report = report  # builds the experiment log's report sections at the end of a run
         self._node_types: Optional[list[placement.NodeType]] = None
         self.poll_interval = poll_interval
         self.plan: Optional[Plan] = None
@@ -117,8 +129,6 @@ class Executor:
         self.output_paths: dict[ExecutorStep, str] = {}
 
     def compute_versions(self, steps: Sequence[ExecutorStep], run_only: Optional[Sequence[str]] = None) -> Plan:
-        from pipeline.plan import topological_order
-
         plan = build_plan(steps, self.prefix, run_only)
         self.plan = plan
         self.steps = [p.step for p in plan.steps]
@@ -169,7 +179,7 @@ class Executor:
             pending = [p for p, a in zip(plan.steps, actions) if a.kind in (explain.RUN, explain.TAKE_OVER)]
             unplaceable = self.unplaceable(pending)
             explain.print_unplaceable(unplaceable, len(pending), self.cluster_file, out)
-        return RunResult(plan, {p.versioned_name: "planned" for p in plan.steps},
+        return RunResult(plan, {p.versioned_name: RunState.PLANNED for p in plan.steps},
                          {p.versioned_name: a for p, a in zip(plan.steps, actions)}, unplaceable=unplaceable)
 
 
@@ -178,18 +188,19 @@ class _Run:
 
     def __init__(self, executor: Executor, plan: Plan, force_run_failed: bool, max_concurrent: Optional[int],
                  changes: dict[str, list[str]]):
-        from pipeline.runner import RayRunner
-
         self.executor, self.plan = executor, plan
         self.force_run_failed, self.max_concurrent = force_run_failed, max_concurrent
         self.owner = new_owner_id()
         self.runner = RayRunner(executor.ray_address, env=executor.env, verbose=executor.verbose)
-        self.record = ExperimentRecord(executor.prefix, executor.experiment_name, plan, executor.description, self.owner)
+        self.record = ExperimentRecord(executor.prefix, executor.experiment_name, plan, executor.description, self.owner,
+                                       report=executor.report)
         self.states: dict[str, str] = {}
         self.errors: dict[str, str] = {}
         self.running: dict[Any, tuple[PlannedStep, Lease, float]] = {}
         self.waiting_logged: set[str] = set()
         self.requeued: list[PlannedStep] = []  # steps whose lease was lost while they ran: back to the to-do list
+        self.view = RunView(executor.experiment_name, sum(1 for p in plan.steps if p.selected),
+                            live=live_wanted(executor.console))
         for p in plan.steps:
             self.record.update_step(p.versioned_name, changes=changes[p.versioned_name])
 
@@ -204,8 +215,9 @@ class _Run:
             if not p.selected:
                 self._set(p, "not selected", action=f"skip: {p.skip_reason}")
         self._save()
-        outcome = "interrupted"
+        outcome = RunState.INTERRUPTED
         interrupted: list[str] = []
+        self.view.start()
         try:
             while todo or self.running:
                 todo = [p for p in todo if not self._advance(p)]
@@ -215,14 +227,15 @@ class _Run:
                     todo, self.requeued = todo + self.requeued, []
                 elif todo:
                     time.sleep(self.executor.poll_interval)  # every ready step is leased elsewhere
-            outcome = "failed" if self.errors else "succeeded"
+            outcome = RunState.FAILED if self.errors else RunState.SUCCEEDED
         except KeyboardInterrupt:
             with _sigint_deferred():  # a second Ctrl-C must not cut the bookkeeping short
                 interrupted = self._interrupt()
         finally:
             for p, lease, _ in self.running.values():  # another exception: the steps are not known to be done
-                self._set(p, "interrupted")
+                self._set(p, RunState.INTERRUPTED)
                 lease.release()
+            self.view.close()  # its last frame is the run's summary
             self.runner.shutdown()
             try:
                 self.record.finish(outcome)
@@ -230,10 +243,11 @@ class _Run:
                 logger.error("could not write the experiment log %s: %s", self.record.url, e)
         if outcome == "interrupted":
             raise RunInterrupted(interrupted, self.record.url)
-        blocked = self._names("blocked")
-        ran = len(self._names("succeeded")) + len(self.errors)
-        logger.info("%d steps: %d ran, %d cached, %d failed, %d blocked; log: %s.html", len(self.plan.steps), ran,
-                    len(self._names("cached")), len(self.errors), len(blocked), self.record.url[:-5])
+        blocked = self._names(RunState.BLOCKED)
+        ran = len(self._names(RunState.SUCCEEDED)) + len(self.errors)
+        self.view.say(logging.INFO, "%d steps: %d ran, %d cached, %d failed, %d blocked; log: %s.html",
+                      len(self.plan.steps), ran, len(self._names(RunState.CACHED)), len(self.errors), len(blocked),
+                      self.record.url[:-5])
         result = RunResult(self.plan, self.states, record_url=self.record.url)
         if self.errors:
             raise ExecutorError(self.errors, blocked, self.record.url)
@@ -253,7 +267,7 @@ class _Run:
                                      error="interrupted (Ctrl-C) while running; a rerun runs it again")
             except OSError as e:  # still RUNNING on disk: a rerun takes it over as a stale lease
                 logger.warning("could not mark %s interrupted: %s", p.versioned_name, e)
-            self._set(p, "interrupted", end=time.time())
+            self._set(p, RunState.INTERRUPTED, end=time.time())
             lease.release()
             del self.running[handle]
             names.append(p.versioned_name)
@@ -292,7 +306,8 @@ class _Run:
     def _progress(self) -> str:
         """How far the run is: steps finished (cached, succeeded, failed, blocked) of all selected."""
         selected = sum(1 for p in self.plan.steps if p.selected)
-        ended = sum(1 for s in self.states.values() if s in ("cached", "succeeded", "failed", "blocked"))
+        ended = sum(1 for s in self.states.values()
+                    if s in (RunState.CACHED, RunState.SUCCEEDED, RunState.FAILED, RunState.BLOCKED))
         return f"{ended}/{selected} steps done, {len(self.running)} running"
 
     def _names(self, state: str) -> list[str]:
@@ -301,12 +316,14 @@ class _Run:
     def _set(self, p: PlannedStep, state: str, **fields: Any) -> None:
         self.states[p.versioned_name] = state
         self.record.update_step(p.versioned_name, status=state, **fields)
+        if state in (RunState.CACHED, RunState.SUCCEEDED, RunState.BLOCKED, RunState.INTERRUPTED):
+            self.view.step_ended(p.versioned_name, state)
 
     def _advance(self, p: PlannedStep) -> bool:
         """Try to move `p` forward; True once it has left the to-do list."""
         dep_states = [self.states.get(d.versioned_name) for d in p.dependencies]
-        if any(s in ("failed", "blocked", "interrupted") for s in dep_states):
-            self._set(p, "blocked", action="skip: a dependency failed")
+        if any(s in (RunState.FAILED, RunState.BLOCKED, RunState.INTERRUPTED) for s in dep_states):
+            self._set(p, RunState.BLOCKED, action="skip: a dependency failed")
             return True
         if not all(s in DONE for s in dep_states):
             return False
@@ -321,8 +338,9 @@ class _Run:
             if p.versioned_name not in self.waiting_logged:
                 self.waiting_logged.add(p.versioned_name)
                 holder = lease.probe()
-                logger.info("waiting for %s: running elsewhere (%s)", p.versioned_name,
-                            holder.describe() if holder else "lease held")
+                where = holder.describe() if holder else "lease held"
+                self.view.step_waiting_elsewhere(p.versioned_name, where)
+                self.view.say(logging.INFO, "waiting for %s: running elsewhere (%s)", p.versioned_name, where)
             return False
         status = storage.read_status(p.output_path)  # again, now that nobody else can change it
         if status is not None and status.status == storage.SUCCESS:
@@ -353,8 +371,9 @@ class _Run:
             return True
         started = time.time()
         self.running[handle] = (p, lease, started)
-        self._set(p, "running", action=action, start=started)
-        logger.info("running %s (%s) -> %s", p.versioned_name, action, p.output_path)
+        self._set(p, RunState.RUNNING, action=action, start=started)
+        self.view.step_running(p.versioned_name, p.output_path, started)
+        self.view.say(logging.INFO, "running %s (%s) -> %s", p.versioned_name, action, p.output_path)
         self._save()
         return True
 
@@ -375,9 +394,9 @@ class _Run:
                                       f"its SUCCESS status could not be written: "
                                       f"{storage.not_writable(p.output_path, e, 'the step output').strerror}")
                     else:
-                        self._set(p, "succeeded", end=time.time())
-                        logger.info("succeeded %s in %.1fs [%s]", p.versioned_name, time.time() - started,
-                                    self._progress())
+                        self._set(p, RunState.SUCCEEDED, end=time.time())
+                        self.view.say(logging.INFO, "succeeded %s in %.1fs [%s]", p.versioned_name,
+                                      time.time() - started, self._progress())
                 else:
                     text = (finished.traceback or repr(finished.error)).rstrip()
                     self._fail(p, text + storage.filesystem_hint(text, p.output_path), ran=True)
@@ -401,7 +420,8 @@ class _Run:
         lease.release()  # a lost lease is left to its new holder
         self.requeued.append(p)
         self.waiting_logged.discard(p.versioned_name)
-        self._set(p, "waiting", action="wait: lost its lease to another executor")
+        self.view.step_requeued(p.versioned_name)
+        self._set(p, RunState.WAITING, action="wait: lost its lease to another executor")
         logger.warning("%s: another executor took over its lease; stopped it here, waiting for that run [%s]",
                        p.versioned_name, self._progress())
         self._save()
@@ -416,12 +436,14 @@ class _Run:
                 text += (f"\n(its FAILED status could not be written either: {e}; the output stays unfinished "
                          "and a rerun takes it over)")
         self.errors[p.versioned_name] = text
-        self._set(p, "failed", error=text)
-        logger.error("failed %s: %s [%s]%s", p.versioned_name, last, self._progress(),
-                     f"; its log: soda logs {p.output_path}" if ran else "")
+        self._set(p, RunState.FAILED, error=text)
+        self.view.step_ended(p.versioned_name, RunState.FAILED, error=last,
+                             log=log_path(p.output_path) if ran else fileio.join(p.output_path, storage.STATUS_FILE))
+        self.view.say(logging.ERROR, "failed %s: %s [%s]%s", p.versioned_name, last, self._progress(),
+                      f"; its log: soda logs {p.output_path}" if ran else "")
 
     def _cached(self, p: PlannedStep) -> None:
-        self._set(p, "cached", action="skip: cached")
+        self._set(p, RunState.CACHED, action="skip: cached")
         differing = explain.unversioned_differences(p)
         if differing:
             logger.warning(
@@ -432,8 +454,6 @@ class _Run:
 
 def _redact_step_log(p: PlannedStep) -> None:
     """Redact a finished step's log with the executor's secrets too (pipeline.step_log.redact_log)."""
-    from pipeline.step_log import redact_log
-
     try:
         redact_log(p.output_path)
     except Exception as e:  # noqa: BLE001 - the log is not the step's output: its status still counts
@@ -445,7 +465,7 @@ def _write_info(p: PlannedStep, config: Any, owner: str, experiment: str) -> Non
         concrete = canonical(config)
     except EncodingError:
         concrete = p.fields  # a config with non-data values: the flat view still records it
-    storage.write_json_atomic(storage.join(p.output_path, storage.INFO_FILE), {
+    storage.write_json_atomic(fileio.join(p.output_path, storage.INFO_FILE), {
         "name": p.name,
         "hash": p.identity.hash,
         "output_path": p.output_path,

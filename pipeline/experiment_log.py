@@ -19,37 +19,19 @@ import subprocess
 import sys
 import time
 from types import MappingProxyType
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
-from pipeline import storage
 from pipeline.lease import Lease
 from pipeline.plan import Plan, PlannedStep
-from pipeline.record_check import (DIED, RECORD_SCHEMA, UnreadableRecord, drop_run_lease, is_set_aside, mark_died,
-                                   read_record, set_aside, take_run_lease)
+from pipeline.record_check import (DIED, RECORD_SCHEMA, UnreadableRecord, drop_run_lease, mark_died, read_record,
+                                   set_aside, take_run_lease)
 from pipeline.record_merge import save_merged
+from pipeline.record_store import (default_prefix, experiments_dir, index_path, latest_of, record_path, scan_records,
+                                   step_order)
 from pipeline.redaction import redact_argv
+from pipeline.log_page import index_rows, write_index, write_pages
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_PREFIX = "soda-out"
-
-
-def default_prefix() -> str:
-    return os.environ.get("SODA_PREFIX") or DEFAULT_PREFIX
-
-
-def experiments_dir(prefix: str) -> str:
-    return storage.join(prefix, "experiments")
-
-
-def index_path(prefix: str) -> str:
-    """The page listing every experiment record under `prefix`."""
-    return storage.join(experiments_dir(prefix), "index.html")
-
-
-def record_path(prefix: str, experiment: str, dag_hash: str) -> str:
-    return storage.join(experiments_dir(prefix), f"{experiment}-{dag_hash}.json")
-
 
 def git_state(path: Optional[str] = None) -> dict[str, Any]:
     cwd = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
@@ -63,18 +45,30 @@ def git_state(path: Optional[str] = None) -> dict[str, Any]:
     return {"commit": commit or None, "dirty": bool(dirty) if commit else None}
 
 
-def is_plumbing(fields: dict[str, Any]) -> bool:
-    """A step configured with a random-weight codec: its outputs exercise the pipeline only."""
-    return any(key.split(".")[-1] == "mimi_model" and value == "random" for key, value in fields.items())
-
-
 def plumbing_steps(plan: Plan) -> list[str]:
-    """Steps that use a random-weight codec, and every step built on their outputs."""
+    """Steps marked `plumbing` (their outputs are not meaningful), and every step built on their outputs."""
     marked: set[str] = set()
     for p in plan.steps:  # topological order: dependencies first
-        if is_plumbing(p.fields) or any(d.versioned_name in marked for d in p.dependencies):
+        if p.step.plumbing or any(d.versioned_name in marked for d in p.dependencies):
             marked.add(p.versioned_name)
     return [p.versioned_name for p in plan.steps if p.versioned_name in marked]
+
+
+def plumbing_reasons(plan: Plan) -> list[str]:
+    """The distinct reasons the marked steps give, in plan order."""
+    return list(dict.fromkeys(p.step.plumbing for p in plan.steps if p.step.plumbing))
+
+
+ReportBuilder = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+def add_report(data: dict[str, Any], build: ReportBuilder) -> int:
+    """Replace the record's report sections with `build(data)`'s ({title, html, markdown} each); keep the
+    sections other code added. Returns how many it built."""
+    kept = [s for s in data.get("sections", []) if s.get("source") != "report"]
+    new = [{**section, "source": "report"} for section in build(data)]
+    data["sections"] = kept + new
+    return len(new)
 
 
 def step_entry(p: PlannedStep) -> dict[str, Any]:
@@ -104,8 +98,11 @@ class ExperimentRecord:
     _lease_wanted = False  # the run lease is taken at the first save
     _run_lease: Optional[Lease] = None
     _died: Mapping[str, dict[str, Any]] = MappingProxyType({})  # per instance: runs found died at opening
+    report: Optional[ReportBuilder] = None
 
-    def __init__(self, prefix: str, experiment: str, plan: Plan, description: Optional[str], run_id: str):
+    def __init__(self, prefix: str, experiment: str, plan: Plan, description: Optional[str], run_id: str,
+                 report: Optional[ReportBuilder] = None):
+        self.report = report  # builds the page's report sections from the record at the end of the run
         self.url = record_path(prefix, experiment, plan.dag_hash())
         self._lease_wanted = True
         self._died: dict[str, dict[str, Any]] = {}  # run_id -> entry: runs found died when the record was opened
@@ -118,6 +115,7 @@ class ExperimentRecord:
             "order": [p.versioned_name for p in plan.steps],  # topological; JSON keys get sorted
             "steps": {p.versioned_name: step_entry(p) for p in plan.steps},
             "plumbing_steps": plumbing_steps(plan),
+            "plumbing_reasons": plumbing_reasons(plan),
             "runs": self._earlier_runs(),
         }
         self.run: dict[str, Any] = {
@@ -195,86 +193,18 @@ class ExperimentRecord:
                 self._run_lease = None
 
     def _write_outcome(self) -> None:
-        from pipeline.log_page import write_index, write_pages
-
         self.save()  # the run's outcome is on record before anything below can go wrong
-        try:
-            from pipeline.report import add_report
-
-            add_report(self.data)  # tables, fits and plots from the steps' summary.json files
-            self.save()
-        except Exception as e:  # a report problem must never cost the record or the page
-            logger.warning("experiment log: could not build the report sections: %s: %s", type(e).__name__, e)
+        if self.report is not None:
+            try:
+                add_report(self.data, self.report)  # e.g. tables, fits and plots from the steps' summaries
+                self.save()
+            except Exception as e:  # a report problem must never cost the record or the page
+                logger.warning("experiment log: could not build the report sections: %s: %s", type(e).__name__, e)
         write_pages(self.data, self.url)
         try:
             write_index(self.data["prefix"])
         except Exception as e:
             logger.warning("experiment log: could not rewrite the index page: %s: %s", type(e).__name__, e)
-
-
-def list_records(prefix: str, experiment: Optional[str] = None) -> list[str]:
-    fs, path = storage.url_to_fs(experiments_dir(prefix))
-    pattern = f"{path}/{experiment or '*'}-*.json"
-    try:
-        found = fs.glob(pattern)
-    except FileNotFoundError:
-        return []
-    protocol = "" if storage.is_local(prefix) else prefix.split("://")[0] + "://"
-    found = [f for f in found if not is_set_aside(f)]  # records moved aside as unreadable
-    if experiment:  # `exp-*.json` also matches the records of `exp-b`
-        found = [f for f in found if f.rsplit("/", 1)[-1][: -len(".json")].rsplit("-", 1)[0] == experiment]
-    return sorted(protocol + f for f in found)
-
-
-def scan_records(prefix: str, experiment: Optional[str] = None
-                 ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
-    """(url, record) of each readable record under `prefix`, and (url, why) of each unreadable one."""
-    readable, unreadable = [], []
-    for url in list_records(prefix, experiment):
-        try:
-            data = read_record(url)
-        except UnreadableRecord as e:
-            unreadable.append((url, e.reason))
-            continue
-        if data is not None:  # else removed since the listing
-            readable.append((url, data))
-    return readable, unreadable
-
-
-def _latest(records: list[tuple[str, dict[str, Any]]], with_runs: bool = True) -> Optional[tuple[str, dict]]:
-    """The record whose last run started last; else (`with_runs` False) the first record with no run."""
-    best, best_time = None, -1.0
-    for url, data in records:
-        if not data.get("runs"):
-            continue
-        started = data["runs"][-1].get("started") or 0
-        if started > best_time:
-            best, best_time = (url, data), started
-    if best is None and not with_runs and records:
-        return records[0]
-    return best
-
-
-def latest_record(prefix: str, experiment: Optional[str] = None) -> Optional[dict[str, Any]]:
-    """The record under `prefix` whose last run started last; unreadable records are skipped with a warning."""
-    readable, unreadable = scan_records(prefix, experiment)
-    for url, why in unreadable:
-        logger.warning("experiment log: skipped the unreadable record %s: %s", url, why)
-    found = _latest(readable)
-    return found[1] if found else None
-
-
-def previous_steps(prefix: str, experiment: str) -> Optional[dict[str, dict[str, Any]]]:
-    """name -> recorded identity of each step in the experiment's last recorded run."""
-    record = latest_record(prefix, experiment)
-    if record is None:
-        return None
-    return {s["name"]: s for s in (record.get("steps") or {}).values() if "name" in s}
-
-
-def step_order(data: dict[str, Any], run: Optional[dict[str, Any]] = None) -> list[str]:
-    """The record's steps in topological order; without any, the steps `run` mentions."""
-    return list(data.get("order") or data.get("steps") or (run or {}).get("steps") or [])
 
 
 def _user() -> str:
@@ -358,7 +288,7 @@ def cli_main(argv: list[str]) -> int:
         readable, unreadable = scan_records(path, args.experiment)
         for bad, why in unreadable:
             print(f"soda log: skipped {bad}: {why}", file=sys.stderr)
-        found = _latest(readable, with_runs=False)
+        found = latest_of(readable, with_runs=False)
         if found is None:
             what = f"no readable experiment records ({len(unreadable)} unreadable)" if unreadable else \
                 "no experiment records"
@@ -380,8 +310,6 @@ def cli_main(argv: list[str]) -> int:
 
 
 def _rewrite_pages(data: dict[str, Any], url: str) -> None:
-    from pipeline.log_page import write_pages
-
     try:
         write_pages(data, url)
     except Exception as e:  # a read-only prefix: the printed log still says it
@@ -389,8 +317,6 @@ def _rewrite_pages(data: dict[str, Any], url: str) -> None:
 
 
 def _index_cli(prefix: str, open_page: bool) -> int:
-    from pipeline.log_page import index_rows, write_index
-
     unreadable: list[tuple[str, str]] = []
     rows = index_rows(prefix, unreadable)
     for bad, why in unreadable:

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional, TextIO
 
-from pipeline import storage
+from pipeline import fileio, storage
 from pipeline.lease import lease_for
 from pipeline.plan import Plan, PlannedStep, changed_fields
+from pipeline.identity import digest
 
 RUN, SKIP, WAIT, TAKE_OVER, FAIL = "run", "skip", "wait", "take over", "fail"
 
@@ -54,9 +55,7 @@ def classify(planned: PlannedStep, force_run_failed: bool) -> Action:
 
 def unversioned_differences(planned: PlannedStep) -> list[str]:
     """Config fields that differ from those recorded when the cached output was produced."""
-    from pipeline.identity import digest
-
-    info = storage.read_json(storage.join(planned.output_path, storage.INFO_FILE))
+    info = fileio.read_json(fileio.join(planned.output_path, storage.INFO_FILE), default=None)
     if not info or info.get("fingerprint") == digest(planned.fields):
         return []
     current = storage.redact_data(planned.fields)  # the info file holds the redacted view

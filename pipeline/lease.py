@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
-from pipeline import storage
+from pipeline import fileio, storage
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Lease(Protocol):
 def lease_for(output_path: str, owner: str, settle: float = 2.0) -> Lease:
     """The lease of `output_path`: a flock on local disk, conditional writes on gs://, else a heartbeat file
     (`settle` is that one's read-back delay)."""
-    if storage.is_local(output_path):
+    if fileio.is_local(output_path):
         return LocalLease(output_path, owner)
     if storage.is_gcs(output_path):
         return GcsLease(output_path, owner)
@@ -73,6 +73,16 @@ def _holder_record(owner: str, since: float, nonce: Optional[str] = None) -> dic
     return record
 
 
+def _stop_heartbeat(lease) -> bool:
+    """Stop a heartbeat lease's thread and wait for it; False when none was running."""
+    if lease._thread is None:
+        return False
+    lease._stop.set()
+    lease._thread.join()
+    lease._thread = None
+    return True
+
+
 def _parse_holder(text: Optional[str]) -> Optional[Holder]:
     if not text:
         return None
@@ -85,7 +95,7 @@ def _parse_holder(text: Optional[str]) -> Optional[Holder]:
 
 class LocalLease:
     def __init__(self, output_path: str, owner: str):
-        self.path = os.path.join(storage._local(output_path), storage.LEASE_FILE)
+        self.path = os.path.join(fileio.local_path(output_path), storage.LEASE_FILE)
         self.owner = owner
         self._fd: Optional[int] = None
 
@@ -137,7 +147,7 @@ class LocalLease:
 class HeartbeatLease:
     def __init__(self, output_path: str, owner: str, ttl: float = 90.0, interval: float = 15.0,
                  settle: float = 2.0):
-        self.url = storage.join(output_path, storage.LEASE_FILE)
+        self.url = fileio.join(output_path, storage.LEASE_FILE)
         self.owner = owner
         self.ttl, self.interval, self.settle = ttl, interval, settle
         self._stop = threading.Event()
@@ -146,7 +156,7 @@ class HeartbeatLease:
         self.lost = False
 
     def _current(self) -> Optional[Holder]:
-        return _parse_holder(storage.read_text(self.url))
+        return _parse_holder(fileio.read_text(self.url, default=None))
 
     def _live(self, holder: Optional[Holder]) -> bool:
         return holder is not None and time.time() - holder.heartbeat < self.ttl
@@ -169,7 +179,7 @@ class HeartbeatLease:
         return True
 
     def _write(self) -> None:
-        storage.write_text_atomic(self.url, json.dumps(_holder_record(self.owner, self._since)))
+        fileio.atomic_write_text(self.url, json.dumps(_holder_record(self.owner, self._since)))
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
@@ -182,14 +192,11 @@ class HeartbeatLease:
             self._write()
 
     def release(self) -> None:
-        if self._thread is None:
+        if not _stop_heartbeat(self):
             return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
         current = self._current()
         if current is not None and current.holder == self.owner:
-            fs, path = storage.url_to_fs(self.url)
+            fs, path = fileio.url_to_fs(self.url)
             fs.rm(path)
 
     def probe(self) -> Optional[Holder]:
@@ -209,7 +216,7 @@ class GcsLease:
     attempts = 4  # tries of one conditional write after transport errors
 
     def __init__(self, output_path: str, owner: str, ttl: float = 90.0, interval: float = 15.0):
-        self.url = storage.join(output_path, storage.LEASE_FILE)
+        self.url = fileio.join(output_path, storage.LEASE_FILE)
         self.owner = owner
         self.ttl, self.interval = ttl, interval
         self._stop = threading.Event()
@@ -295,11 +302,8 @@ class GcsLease:
             return
 
     def release(self) -> None:
-        if self._thread is None:
+        if not _stop_heartbeat(self):
             return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
         if self.lost:
             return
         try:

@@ -6,8 +6,10 @@ import html
 import time
 from typing import Any, Optional
 
-from pipeline import storage
-from pipeline.experiment_log import experiments_dir, index_path, mark_died, scan_records, step_order
+from pipeline import fileio, storage
+from pipeline.record_check import mark_died
+from pipeline.record_store import experiments_dir, index_path, scan_records, step_order
+from pipeline.step_log import LOG_FILE
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -27,9 +29,14 @@ figcaption{font-size:12px;color:#555}
 """
 
 
-PLUMBING = ("PLUMBING RUN, NOT A SPEECH MODEL: audio was encoded with a random-weight Mimi ({n} step(s) "
-            "use it or its outputs), so every number here exercises the pipeline and says nothing about speech "
-            "modelling.")
+PLUMBING = ("PLUMBING RUN: {n} step(s) are marked as not meaningful or are built on one that is ({why}), so "
+            "every number here exercises the pipeline and says nothing about the models.")
+
+
+def plumbing_banner(data: dict[str, Any]) -> str:
+    """The plumbing run's banner text, with the reasons the marked steps gave."""
+    why = "; ".join(str(r) for r in data.get("plumbing_reasons") or []) or "marked plumbing"
+    return PLUMBING.format(n=len(data["plumbing_steps"]), why=why)
 
 
 def _when(t: Any) -> str:
@@ -69,9 +76,7 @@ _NO_LOG = ("not selected", "blocked", "planned", "pending", "?")  # states of st
 def log_link(output_path: str, prefix: str) -> str:
     """Where the page links a step's log (pipeline.step_log): relative to the page's folder
     (`{prefix}/experiments/`) when the output is under the prefix, so the link survives a copy of the tree."""
-    from pipeline.step_log import LOG_FILE
-
-    url = storage.join(output_path, LOG_FILE)
+    url = fileio.join(output_path, LOG_FILE)
     base = (prefix or "").rstrip("/")
     if base and url.startswith(base + "/"):
         return "../" + url[len(base) + 1:]
@@ -112,7 +117,7 @@ def render_html(data: dict[str, Any]) -> str:
         "<table class='meta'>" + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta) + "</table>",
     ]
     if data.get("plumbing_steps"):
-        parts.insert(3, f"<p class='plumbing'>{e(PLUMBING.format(n=len(data['plumbing_steps'])))}</p>")
+        parts.insert(3, f"<p class='plumbing'>{e(plumbing_banner(data))}</p>")
     for section in data.get("sections", []):  # later stages add tables and plots here
         parts.append(f"<h2>{e(section.get('title', ''))}</h2>{section.get('html', '')}")
     parts.append("<h2 id='dag'>Steps</h2><table><tr><th>status</th><th>step</th><th>time</th>"
@@ -153,7 +158,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
     ]
     if data.get("plumbing_steps"):
-        lines += [f"> **{PLUMBING.format(n=len(data['plumbing_steps']))}**", ""]
+        lines += [f"> **{plumbing_banner(data)}**", ""]
     for section in data.get("sections", []):
         lines += [f"## {section.get('title', '')}", "", section.get("markdown", ""), ""]
     lines += ["## Steps", "", "| status | step | time | output | log | what changed |", "|---|---|---|---|---|---|"]
@@ -173,8 +178,8 @@ def render_markdown(data: dict[str, Any]) -> str:
 def write_pages(data: dict[str, Any], record_url: str) -> str:
     base = record_url[: -len(".json")]
     data = storage.redact_data(data)  # secrets under secret-looking keys, before escaping hides them
-    storage.write_text_atomic(base + ".html", storage.redact(render_html(data)))
-    storage.write_text_atomic(base + ".md", storage.redact(render_markdown(data)))
+    fileio.atomic_write_text(base + ".html", storage.redact(render_html(data)))
+    fileio.atomic_write_text(base + ".md", storage.redact(render_markdown(data)))
     return base + ".html"
 
 
@@ -218,5 +223,5 @@ def render_index(prefix: str, rows: list[dict[str, Any]]) -> str:
 def write_index(prefix: str, rows: Optional[list[dict[str, Any]]] = None) -> str:
     """Rewrite `{prefix}/experiments/index.html`; returns its path."""
     url = index_path(prefix)
-    storage.write_text_atomic(url, storage.redact(render_index(prefix, index_rows(prefix) if rows is None else rows)))
+    fileio.atomic_write_text(url, storage.redact(render_index(prefix, index_rows(prefix) if rows is None else rows)))
     return url

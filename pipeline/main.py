@@ -2,6 +2,7 @@
 
     python experiments/exp1699_soda_all.py [--dry-run] [--prefix P] [--run-only REGEX ...]
         [--force-run-failed BOOL] [--max-concurrent N] [--ray-address ADDR] [--cluster FILE] [--verbose]
+        [--console live|plain]
 
 The options are the fields of `ExecutorMainConfig`, parsed by draccus (so a YAML file works
 too, via --config_path). Hyphenated names, bare boolean flags and space-separated lists are
@@ -18,7 +19,14 @@ import typing
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from pipeline.experiment_log import ReportBuilder
 from pipeline.step import ExecutorStep
+from pipeline.executor import Executor, ExecutorError, RelativePrefixError, RunInterrupted
+from pipeline.placement import ClusterFileError
+from pipeline.plan import PlanError
+from pipeline.record_store import default_prefix
+from pipeline.redacted_output import redacted_output
+from pipeline.redaction import redact
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,9 @@ class ExecutorMainConfig:
     verbose: bool = False
     """Also show what the steps print and log on this console, as Ray forwards it (interleaved). It always
     goes to each step's log, `{output}/.executor_log`: read it with `soda logs STEP`."""
+    console: Optional[str] = None
+    """`live`: one view of the run redrawn in place; `plain`: a log line per state change. Default: live
+    when stderr is a terminal (or $PIPELINE_CONSOLE)."""
 
 
 def normalize_argv(argv: Sequence[str], cls: type = ExecutorMainConfig) -> list[str]:
@@ -106,6 +117,8 @@ def check_main_config(config: ExecutorMainConfig) -> None:
                              "Give regexes over step names, or leave --run-only out to run the whole DAG.")
     if config.max_concurrent is not None and config.max_concurrent < 1:
         raise SystemExit(f"--max-concurrent must be at least 1, got {config.max_concurrent}")
+    if config.console is not None and config.console not in ("live", "plain"):
+        raise SystemExit(f"--console must be live or plain, got {config.console!r}")
     for name in ("prefix", "ray_address", "cluster"):
         value = getattr(config, name)
         if value is not None and not str(value).strip():
@@ -114,17 +127,16 @@ def check_main_config(config: ExecutorMainConfig) -> None:
 
 def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = None,
                   config: Optional[ExecutorMainConfig] = None, argv: Optional[Sequence[str]] = None,
-                  experiment_name: Optional[str] = None, env: Optional[dict[str, str]] = None) -> int:
+                  experiment_name: Optional[str] = None, env: Optional[dict[str, str]] = None,
+                  report: Optional[ReportBuilder] = None) -> int:
     """Plan and run `steps` as the command line asks; exit non-zero naming failed steps.
 
     `env`: environment variables every step's Ray task gets (on a cluster, workers do not inherit the
-    driver's environment).
+    driver's environment). `report`: builds the experiment log's report sections from its record at
+    the end of the run (pipeline.experiment_log.add_report).
 
     Everything it prints and logs, and what Ray forwards from the steps, is redacted like the files
     under the prefix (pipeline.redacted_output)."""
-    from pipeline.redacted_output import redacted_output
-    from pipeline.redaction import redact
-
     try:
         if config is None:
             config = parse_main_config(argv)
@@ -134,21 +146,16 @@ def executor_main(steps: Sequence[ExecutorStep], description: Optional[str] = No
         raise SystemExit(redact(e.code) if isinstance(e.code, str) else e.code) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with redacted_output():
-        return _run_main(steps, description, config, experiment_name, env)
+        return _run_main(steps, description, config, experiment_name, env, report)
 
 
 def _run_main(steps: Sequence[ExecutorStep], description: Optional[str], config: ExecutorMainConfig,
-              experiment_name: Optional[str], env: Optional[dict[str, str]]) -> int:
-    from pipeline.executor import Executor, ExecutorError, RelativePrefixError, RunInterrupted
-    from pipeline.experiment_log import default_prefix
-    from pipeline.placement import ClusterFileError
-    from pipeline.plan import PlanError
-
+              experiment_name: Optional[str], env: Optional[dict[str, str]], report: Optional[ReportBuilder]) -> int:
     prefix = config.prefix or default_prefix()
     try:
         executor = Executor(prefix, experiment_name=experiment_name, description=description,
                             ray_address=config.ray_address, env=env, cluster_file=config.cluster,
-                            verbose=config.verbose)
+                            verbose=config.verbose, report=report, console=config.console)
         result = executor.run(list(steps), dry_run=config.dry_run, run_only=config.run_only,
                               force_run_failed=config.force_run_failed, max_concurrent=config.max_concurrent)
     except (ExecutorError, PlanError, OSError, ClusterFileError, RelativePrefixError) as e:

@@ -23,7 +23,7 @@ from pipeline.identity import (
     map_config,
 )
 from pipeline.step import ExecutorStep, InputName, OutputName, VersionedValue
-from pipeline import storage
+from pipeline import fileio
 from pipeline.storage import join
 
 
@@ -240,7 +240,7 @@ def _output_path(override: Optional[str], prefix: str, versioned_name: str) -> s
     Marin), never to the current directory, which Ray workers do not share."""
     if override is None:
         return join(prefix, versioned_name)
-    return join(prefix, override) if storage.is_relative(override) else override
+    return join(prefix, override) if fileio.is_relative(override) else override
 
 
 def _check_overrides(planned: list[PlannedStep]) -> None:

@@ -6,7 +6,7 @@ fields are fine: readers show what is there. Anything else (JSON cut short, a li
 another schema, a field of the wrong type, nesting too deep to parse, a file that cannot be read) is
 unreadable. `soda log` names it and skips it; the executor of that experiment moves it aside to
 `{name}.corrupt-{time}.json` (never deleted) and starts a new record. Schema 1 is the first, so there
-is nothing to migrate: a record of another schema is moved aside too, whole, so the SODA that wrote it
+is nothing to migrate: a record of another schema is moved aside too, whole, so the version that wrote it
 (a newer one) can still read it.
 
 Alive. From the run's first write of the record until it records its outcome, its executor holds a
@@ -31,7 +31,7 @@ import socket
 import time
 from typing import Any, Optional
 
-from pipeline import storage
+from pipeline import fileio, storage
 from pipeline.lease import Lease, lease_for
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ _NONE = type(None)
 _NUM = (int, float)
 # the fields the executor writes and their types; a list field named in _STR_LISTS holds strings
 _TOP = {"schema": (int,), "experiment": (str,), "dag_hash": (str,), "description": (str, _NONE),
-        "prefix": (str, _NONE), "order": (list,), "steps": (dict,), "plumbing_steps": (list,), "runs": (list,),
+        "prefix": (str, _NONE), "order": (list,), "steps": (dict,), "plumbing_steps": (list,),
+        "plumbing_reasons": (list, _NONE), "runs": (list,),
         "sections": (list,)}
 _STEP = {"name": (str,), "hash": (str,), "output_path": (str,), "description": (str, _NONE), "fn": (str,),
          "depends_on": (list,), "versioned": (dict,), "dependencies": (dict,), "config": (dict,)}
@@ -57,7 +58,7 @@ _RUN = {"run_id": (str,), "status": (str,), "started": (*_NUM, _NONE), "ended": 
 _STATE = {"status": (str,), "action": (str,), "start": (*_NUM, _NONE), "end": (*_NUM, _NONE),
           "error": (str, _NONE), "changes": (list,)}
 _SECTION = {"title": (str,), "html": (str,), "markdown": (str,)}
-_STR_LISTS = {"order", "plumbing_steps", "depends_on", "command", "changes"}
+_STR_LISTS = {"order", "plumbing_steps", "plumbing_reasons", "depends_on", "command", "changes"}
 
 
 class UnreadableRecord(ValueError):
@@ -110,8 +111,8 @@ def problem(data: Any) -> Optional[str]:
         return wrong
     schema = data.get("schema", RECORD_SCHEMA)
     if schema != RECORD_SCHEMA:
-        age = "a newer SODA wrote it" if schema > RECORD_SCHEMA else "no SODA writes it"
-        return f"schema {schema}, but this SODA reads schema {RECORD_SCHEMA} ({age})"
+        age = "a newer version wrote it" if schema > RECORD_SCHEMA else "no version writes it"
+        return f"schema {schema}, but this version reads schema {RECORD_SCHEMA} ({age})"
     wrong = _wrong_entries("steps", data.get("steps", {}), _STEP) or \
         _wrong_entries("sections", data.get("sections", []), _SECTION) or \
         _wrong_entries("runs", data.get("runs", []), _RUN)
@@ -127,7 +128,7 @@ def problem(data: Any) -> Optional[str]:
 def read_record(url: str) -> Optional[dict[str, Any]]:
     """The record at `url`, None when there is none; UnreadableRecord saying why it cannot be used."""
     try:
-        text = storage.read_text(url)
+        text = fileio.read_text(url, default=None)
     except UnicodeDecodeError:
         raise UnreadableRecord(url, "not UTF-8 text (binary junk?)") from None
     except Exception as e:  # OSError, and whatever an object store's client raises
@@ -158,10 +159,10 @@ def set_aside(url: str) -> str:
     base = url[: -len(".json")] if url.endswith(".json") else url
     stamp = time.strftime("%Y%m%dT%H%M%S")
     target, n = f"{base}.corrupt-{stamp}.json", 1
-    while storage.exists(target):
+    while fileio.exists(target):
         n += 1
         target = f"{base}.corrupt-{stamp}-{n}.json"
-    storage.move(url, target)
+    fileio.move(url, target)
     return target
 
 
@@ -175,7 +176,7 @@ def _dirname(url: str) -> str:
 def _run_lease_dir(record_url: str, run_id: Any) -> Optional[str]:
     if not isinstance(run_id, str) or not _SAFE_ID.fullmatch(run_id) or ".." in run_id:
         return None  # never a path from a hand-edited record
-    return storage.join(_dirname(record_url), RUNS_DIR, run_id)
+    return fileio.join(_dirname(record_url), RUNS_DIR, run_id)
 
 
 def take_run_lease(record_url: str, run_id: str) -> Optional[Lease]:
@@ -195,11 +196,11 @@ def drop_run_lease(record_url: str, run_id: Any, lease: Optional[Lease] = None) 
     if where is None:
         return
     try:
-        fs, path = storage.url_to_fs(storage.join(where, storage.LEASE_FILE))
+        fs, path = fileio.url_to_fs(fileio.join(where, storage.LEASE_FILE))
         if fs.exists(path):
             fs.rm(path)
-        if storage.is_local(where):
-            os.rmdir(storage.url_to_fs(where)[1])
+        if fileio.is_local(where):
+            os.rmdir(fileio.url_to_fs(where)[1])
     except Exception as e:  # leftovers are harmless: a later reader finds the lease unheld
         logger.debug("could not remove the run lease of %s: %s", run_id, e)
 
@@ -228,18 +229,18 @@ def pid_alive(pid: Any, since: Optional[float] = None) -> bool:
 
 
 def _under(path: str, root: str) -> bool:
-    if storage.is_local(path) != storage.is_local(root):
+    if fileio.is_local(path) != fileio.is_local(root):
         return False
-    if storage.is_local(path):
-        path, root = os.path.abspath(storage._local(path)), os.path.abspath(storage._local(root))
+    if fileio.is_local(path):
+        path, root = os.path.abspath(fileio.local_path(path)), os.path.abspath(fileio.local_path(root))
     return path.startswith(root.rstrip("/") + "/")
 
 
 def executor_gone(run: dict[str, Any], steps: dict[str, Any], record_url: str) -> bool:
     """Whether the executor of a run shown `running` is gone: the rule in the module docstring."""
     run_id = run.get("run_id")
-    if storage.is_local(record_url):  # `soda log x.json` run inside experiments/: its prefix is ..
-        record_url = os.path.abspath(storage._local(record_url))
+    if fileio.is_local(record_url):  # `soda log x.json` run inside experiments/: its prefix is ..
+        record_url = os.path.abspath(fileio.local_path(record_url))
     if run.get("run_lease"):
         where = _run_lease_dir(record_url, run_id)
         return where is None or lease_for(where, "reader").probe() is None

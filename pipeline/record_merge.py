@@ -26,7 +26,7 @@ import random
 import time
 from typing import Any, Mapping, Optional
 
-from pipeline import storage
+from pipeline import fileio, storage
 from pipeline.record_check import UnreadableRecord, problem, read_record, set_aside
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def save_merged(url: str, data: dict[str, Any], run: dict[str, Any],
 
     `data["runs"]` is replaced by the merged list, which holds `run` itself."""
     died_here = died_here or {}
-    if storage.is_local(url):
+    if fileio.is_local(url):
         _save_local(url, data, run, died_here)
     elif storage.is_gcs(url):
         _save_gcs(url, data, run, died_here)
@@ -98,7 +98,7 @@ def lock_path(record_path: str) -> str:
 def _save_local(url: str, data, run, died_here) -> None:
     import fcntl
 
-    path = storage._local(url)
+    path = fileio.local_path(url)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
     try:

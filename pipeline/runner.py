@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from pipeline.step import ResourceConfig
+from pipeline.placement import node_types_from_live_cluster, placement_problems, wanted_resources
+from pipeline.progress import step_context
+from pipeline.redacted_output import redacted_output
+from pipeline.redaction import redact
+from pipeline.step_log import capture_step_output
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +87,17 @@ def _call_step(fn: Callable[[Any], Any], config: Any, name: str, output_path: Op
 
     What the step prints and logs goes, redacted, to its log `{output_path}/.executor_log`
     (pipeline.step_log) and to the worker's log files, which Ray forwards to the driver's console
-    only with --verbose. Its exception leaves the task redacted too (pipeline.redacted_output)."""
+    only with --verbose. Its exception leaves the task redacted too (pipeline.redacted_output).
+    Within it the step is this process's current step (pipeline.progress): `report_progress` and
+    `pipeline.step_log.in_step_log` know where its output and log are."""
     import contextlib
     import traceback
-
-    from pipeline.redacted_output import redacted_output
-    from pipeline.redaction import redact
-    from pipeline.step_log import capture_step_output
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("pipeline")
     captured = capture_step_output(output_path, name) if output_path else contextlib.nullcontext()
-    with captured, redacted_output():
+    current = step_context(output_path, name, announce=True) if output_path else contextlib.nullcontext()
+    with captured, redacted_output(), current:
         log.info("step %s started", name)
         started = time.time()
         try:
@@ -169,8 +173,6 @@ class RayRunner:
         $SODA_RAY_AUTOSCALING only says whether the cluster autoscales (see _cluster_can_grow), for
         that advice; it no longer lets such steps through.
         """
-        from pipeline.placement import node_types_from_live_cluster, placement_problems, wanted_resources
-
         self._ensure_started()
         node_types = node_types_from_live_cluster(self._live_nodes())
         problem = placement_problems([(name, fn, config, resources)], node_types).get(name)

@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pipeline import storage
-from pipeline.experiment_log import default_prefix, experiments_dir, scan_records
+from pipeline import fileio, storage
+from pipeline.record_store import default_prefix, experiments_dir, scan_records
 from pipeline.lease import Holder, lease_for
 from pipeline.record_check import mark_died
 
@@ -136,7 +136,7 @@ def render(status: ExperimentStatus, now: Optional[float] = None) -> str:
                 who = "held (its lease file could not be read)"
             else:
                 beat = (f", heartbeat {_ago(now - s.holder.heartbeat)} ago"
-                        if not storage.is_local(s.output_path) else " (a flock on this machine)")
+                        if not fileio.is_local(s.output_path) else " (a flock on this machine)")
                 who = f"held by {s.holder.host} pid {s.holder.pid}{beat}"
             lines.append(f"  {s.name:<{name_width}}  {took:>10}  {who}")
     failed = [s for s in status.steps if s.state == "failed"]

@@ -25,7 +25,7 @@ def validate_step_name(name: str) -> None:
         raise ValueError(f"step name must be a non-empty string, got {name!r}")
     if name.startswith("/") or "\\" in name or "://" in name:
         raise ValueError(
-            f"step name {name!r} must be a relative path like 'tokenized/yodas2-en' "
+            f"step name {name!r} must be a relative path like 'tokenized/corpus-en' "
             "(no leading '/', no backslash, no URL scheme)"
         )
     if len(name) > MAX_NAME_LENGTH:
@@ -99,7 +99,7 @@ class VersionedValue(Generic[ConfigT]):
     value: ConfigT
 
 
-def unversioned(value: Any) -> Any:
+def unwrap_versioned(value: Any) -> Any:
     """The plain value inside a `versioned(...)` marker, or `value` itself (for checks at declaration)."""
     return value.value if isinstance(value, VersionedValue) else value
 
@@ -173,6 +173,10 @@ class ExecutorStep(Generic[ConfigT]):
 
     Steps compare by identity; two declarations with the same name and the same hash are
     merged when they would compute the same thing, and rejected otherwise.
+
+    `plumbing`: why this step's outputs are not meaningful (random weights, toy data), if they are not.
+    The experiment log marks such a step, and every step built on its outputs, as a plumbing run. It is
+    not part of the step's hash (the config that makes it so is).
     """
 
     name: str
@@ -181,6 +185,7 @@ class ExecutorStep(Generic[ConfigT]):
     description: Optional[str] = None
     resources: Optional[ResourceConfig] = None
     override_output_path: Optional[str] = None
+    plumbing: Optional[str] = None
 
     def __post_init__(self) -> None:
         validate_step_name(self.name)
@@ -188,6 +193,8 @@ class ExecutorStep(Generic[ConfigT]):
             raise TypeError(f"step {self.name!r}: fn must be callable, got {type(self.fn).__name__}")
         if self.resources is not None and not isinstance(self.resources, ResourceConfig):
             raise TypeError(f"step {self.name!r}: resources must be a ResourceConfig")
+        if self.plumbing is not None and not (isinstance(self.plumbing, str) and self.plumbing.strip()):
+            raise TypeError(f"step {self.name!r}: plumbing must be a reason (a non-empty string) or None")
 
     def cd(self, name: str) -> InputName:
         return InputName(self, name)

@@ -15,12 +15,18 @@ of the earlier attempts (after a `=== ... ===` line), so a failed attempt's outp
 
     soda logs tokenized/local-corpus [--prefix P] [--follow]    # by step name: its newest output
     soda logs gs://bucket/soda/tokenized/local-corpus-1a2b3c    # or by output path
+
+Ray tasks a step starts itself run in other worker processes. A function wrapped with `in_step_log`
+(in the step's process, where the step is known) captures its task's output into the same log, after
+a `--- task ... ---` line, on local disk (an object store's log is one object rewritten by its one
+writer, so there such tasks' output stays in Ray's worker logs); `report_progress` works in it too.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import select
 import socket
@@ -28,19 +34,22 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
-from pipeline import storage
+from pipeline import fileio, storage
 from pipeline.redaction import redact
+from pipeline.progress import current_step, step_context
+from pipeline.record_store import default_prefix
 
 LOG_FILE = ".executor_log"
 UPLOAD_INTERVAL = 15.0  # seconds between rewrites of a growing log on an object store
 _HELD_BYTES = 64 * 1024  # a line longer than this is passed on (redacted) before it ends
 _DRAIN_SECONDS = 2.0  # after the step: how long to wait for output of children that still hold the pipes
+_capturing: set[int] = set()  # pids whose descriptors are captured now (a forked child inherits this)
 
 
 def log_path(output_path: str) -> str:
-    return storage.join(output_path, LOG_FILE)
+    return fileio.join(output_path, LOG_FILE)
 
 
 class StepLogWriter:
@@ -49,17 +58,17 @@ class StepLogWriter:
 
     def __init__(self, output_path: str, interval: float = UPLOAD_INTERVAL):
         self.url = log_path(output_path)
-        self.local = storage.is_local(self.url)
+        self.local = fileio.is_local(self.url)
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = threading.Event()
         self.upload_error: Optional[str] = None
         if self.local:
-            path = storage._local(self.url)
+            path = fileio.local_path(self.url)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._file = open(path, "a", encoding="utf-8", errors="replace")
             return
-        earlier = storage.read_text(self.url) or ""  # an earlier attempt's log: kept, appended to
+        earlier = fileio.read_text(self.url, default=None) or ""  # an earlier attempt's log: kept, appended to
         self._file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", prefix="soda-step-log-")
         self._file.write(earlier)
         self._uploader = threading.Thread(target=self._upload_every, args=(interval,), daemon=True,
@@ -86,7 +95,7 @@ class StepLogWriter:
             text = self._file.read()  # the file position is at the end again, for the next write
             self._dirty = False
         try:
-            storage.write_text_atomic(self.url, text)
+            fileio.atomic_write_text(self.url, text)
         except Exception as e:  # noqa: BLE001 - a log that cannot be uploaded must not fail the step
             self.upload_error = f"{type(e).__name__}: {e}"
             with self._lock:
@@ -150,8 +159,9 @@ class _Tee:
 
 
 @contextlib.contextmanager
-def capture_step_output(output_path: str, name: str) -> Iterator[Optional[StepLogWriter]]:
-    """Tee fds 1 and 2 of this process, redacted, into `{output_path}/.executor_log` until the block ends."""
+def capture_step_output(output_path: str, name: str, task: Optional[str] = None) -> Iterator[Optional[StepLogWriter]]:
+    """Tee fds 1 and 2 of this process, redacted, into `{output_path}/.executor_log` until the block ends
+    (`task`: for a task the step started, named so in the line that opens its part of the log)."""
     try:
         writer = StepLogWriter(output_path)
     except Exception as e:  # noqa: BLE001 - no log is no reason to fail the step
@@ -159,8 +169,9 @@ def capture_step_output(output_path: str, name: str) -> Iterator[Optional[StepLo
               "this step's output goes to the Ray worker's log only", file=sys.stderr)
         yield None
         return
-    writer.write(f"=== step {name} started {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()} "
-                 f"(pid {os.getpid()}) ===\n")
+    when = f"{time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()} (pid {os.getpid()})"
+    writer.write(f"--- step {name}: task {task} started {when} ---\n" if task
+                 else f"=== step {name} started {when} ===\n")
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -180,9 +191,11 @@ def capture_step_output(output_path: str, name: str) -> Iterator[Optional[StepLo
             os.close(read_end)
         pipes, saved = {}, {}
     tee = _Tee(writer, pipes) if pipes else None
+    _capturing.add(os.getpid())
     try:
         yield writer
     finally:
+        _capturing.discard(os.getpid())
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -197,24 +210,52 @@ def capture_step_output(output_path: str, name: str) -> Iterator[Optional[StepLo
         writer.close()
 
 
+def in_step_log(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, wrapped so that where it runs (a Ray task or process the current step starts) its output
+    goes to the step's log too and `pipeline.progress.report_progress` reports for the step. Call it in
+    the step's process; outside a step it returns `fn` itself.
+
+        remote = ray.remote(in_step_log(encode_one))      # what each task prints lands in the step's log
+    """
+    step = current_step()
+    if step is None:
+        return fn
+    output_path, name = step
+
+    @functools.wraps(fn)
+    def in_step(*args: Any, **kwargs: Any) -> Any:  # pickled by value: it refers only to importable names
+        return _run_in_step(fn, output_path, name, args, kwargs)
+
+    return in_step
+
+
+def _run_in_step(fn: Callable[..., Any], output_path: str, name: str, args: tuple, kwargs: dict) -> Any:
+    if os.getpid() in _capturing or not fileio.is_local(output_path):
+        captured = contextlib.nullcontext()  # already captured here, or a log only its step may write
+    else:
+        captured = capture_step_output(output_path, name, task=getattr(fn, "__name__", "task"))
+    with step_context(output_path, name), captured:
+        return fn(*args, **kwargs)
+
+
 def redact_log(output_path: str, max_bytes: int = 256 * 1024**2) -> bool:
     """Redact a finished step's log again, with this process's secrets (the executor's environment may
     hold secrets its workers' do not, yet a step can print them, e.g. from its config). Rewrites it only
     when something changed; True if it did. A log over `max_bytes` is left as the worker redacted it."""
     url = log_path(output_path)
-    if storage.is_local(url):
+    if fileio.is_local(url):
         try:
-            if os.path.getsize(storage._local(url)) > max_bytes:
+            if os.path.getsize(fileio.local_path(url)) > max_bytes:
                 return False
         except FileNotFoundError:
             return False
-    text = storage.read_text(url)
+    text = fileio.read_text(url, default=None)
     if text is None or len(text) > max_bytes:
         return False
     redacted = redact(text)
     if redacted == text:
         return False
-    storage.write_text_atomic(url, redacted)
+    fileio.atomic_write_text(url, redacted)
     return True
 
 
@@ -225,16 +266,16 @@ def resolve(name_or_path: str, prefix: str) -> tuple[str, str]:
     """(output path, a note on how it was found) of a step name (`tokenized/local-corpus`, its newest
     output under `prefix`) or an output path."""
     if "://" in name_or_path or os.path.isabs(name_or_path) or os.path.isdir(name_or_path):
-        return storage.absolute(name_or_path).rstrip("/"), ""
+        return fileio.absolute(name_or_path).rstrip("/"), ""
     name = name_or_path.strip("/")
     parent, _, base = name.rpartition("/")
-    directory = storage.join(prefix, parent)
+    directory = fileio.join(prefix, parent)
     try:
-        fs, path = storage.url_to_fs(directory)
+        fs, path = fileio.url_to_fs(directory)
         entries = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=False)]
     except FileNotFoundError:
         entries = []
-    outputs = [storage.join(directory, e) for e in entries
+    outputs = [fileio.join(directory, e) for e in entries
                if e.startswith(base + "-") and _is_hash(e[len(base) + 1:])]
     if not outputs:
         raise SystemExit(f"soda logs: no output of step {name!r} under {prefix} (looked for {directory}/{base}-HASH). "
@@ -259,15 +300,15 @@ def _last_run(output_path: str) -> float:
 def _read_from(url: str, offset: int, whole_lines: bool = False) -> tuple[str, int]:
     """The log's text from byte `offset` on, and the offset after it (only whole UTF-8 characters; only
     whole lines with `whole_lines`, so a secret is never redacted in two halves)."""
-    if storage.is_local(url):
+    if fileio.is_local(url):
         try:
-            with open(storage._local(url), "rb") as f:
+            with open(fileio.local_path(url), "rb") as f:
                 f.seek(offset)
                 data = f.read()
         except FileNotFoundError:
             return "", offset
     else:
-        text = storage.read_text(url)
+        text = fileio.read_text(url, default=None)
         data = (text or "").encode("utf-8")[offset:]
     cut = data.rfind(b"\n") + 1 if whole_lines else _complete(data)
     return data[:cut].decode("utf-8", "replace"), offset + cut
@@ -289,8 +330,6 @@ def _running(output_path: str) -> bool:
 
 
 def cli_main(argv: list[str]) -> int:
-    from pipeline.experiment_log import default_prefix
-
     parser = argparse.ArgumentParser(prog="soda logs", description="Print a step's log (its .executor_log).")
     parser.add_argument("step", metavar="STEP_NAME_OR_PATH",
                         help="a step's name (e.g. tokenized/local-corpus: its newest output under --prefix) "
@@ -300,13 +339,13 @@ def cli_main(argv: list[str]) -> int:
                         help="keep printing new lines until the step is no longer RUNNING")
     parser.add_argument("--interval", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    prefix = storage.absolute(args.prefix or default_prefix())
+    prefix = fileio.absolute(args.prefix or default_prefix())
     output_path, note = resolve(args.step, prefix)
     if note:
         print(f"soda logs: {note}", file=sys.stderr)
     url = log_path(output_path)
     text, offset = _read_from(url, 0, whole_lines=args.follow)
-    if not text and not storage.exists(url):
+    if not text and not fileio.exists(url):
         if not (args.follow and _running(output_path)):
             status = storage.read_status(output_path)
             why = (f"its status is {status.status}: it ran before per-step logs were kept, or its log could not "
@@ -317,7 +356,7 @@ def cli_main(argv: list[str]) -> int:
     sys.stdout.flush()
     if not args.follow:
         return 0
-    interval = args.interval or (1.0 if storage.is_local(url) else 5.0)
+    interval = args.interval or (1.0 if fileio.is_local(url) else 5.0)
     try:
         while True:
             running = _running(output_path)

@@ -11,13 +11,13 @@ import errno
 import json
 import os
 import socket
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from pipeline import strict_json
+from pipeline.fileio import atomic_write_text, is_local, join, local_path, read_json, url_to_fs
 from pipeline.redaction import redact, redact_data  # noqa: F401  (re-exported)
 
 STATUS_FILE = ".executor_status"
@@ -29,87 +29,6 @@ INTERRUPTED = "INTERRUPTED"  # the run was stopped (Ctrl-C) while the step ran: 
 
 
 
-def url_to_fs(url: str):
-    import fsspec.core
-
-    return fsspec.core.url_to_fs(url)
-
-
-def is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def absolute(url: str) -> str:
-    """`url` with a local path made absolute (against the current directory, `~` expanded); URLs unchanged.
-
-    Step functions run in Ray workers whose working directory is not the driver's, so every local
-    path the executor hands out must be absolute."""
-    if not is_local(url):
-        return url
-    path = os.path.abspath(os.path.expanduser(_local(url)))
-    return f"file://{path}" if url.startswith("file://") else path
-
-
-def is_relative(url: str) -> bool:
-    """A local path that depends on the current directory (`soda-out`, `./out`, `file://out`)."""
-    return is_local(url) and not os.path.isabs(os.path.expanduser(_local(url)))
-
-
-def join(base: str, *parts: str) -> str:
-    out = base.rstrip("/")
-    for part in parts:
-        if part:
-            out = f"{out}/{part.strip('/')}"
-    return out
-
-
-def read_text(url: str) -> Optional[str]:
-    if is_local(url):
-        try:
-            with open(_local(url), encoding="utf-8") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-    fs, path = url_to_fs(url)
-    try:
-        with fs.open(path, "r", encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def read_json(url: str) -> Optional[dict]:
-    text = read_text(url)
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{url} is not valid JSON ({e}); delete it or restore it from a backup") from e
-
-
-def write_text_atomic(url: str, text: str) -> None:
-    """Write `text` so that a reader sees either the old file or the whole new one."""
-    if is_local(url):
-        path = _local(url)
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return
-    fs, path = url_to_fs(url)
-    fs.pipe_file(path, text.encode("utf-8"))  # one object PUT: atomic on object stores
-
-
 def json_text(data: Any) -> str:
     """`data` as the text `write_json_atomic` writes: strict JSON (`pipeline.strict_json`), credentials redacted."""
     data = redact_data(strict_json.with_counts(data))  # counted first: redaction writes a numpy NaN as "nan"
@@ -118,36 +37,23 @@ def json_text(data: Any) -> str:
 
 def write_json_atomic(url: str, data: Any) -> None:
     """Write `data` as strict JSON (see `pipeline.strict_json`) with credentials redacted (`pipeline.redaction`)."""
-    write_text_atomic(url, json_text(data))
-
-
-def exists(url: str) -> bool:
-    if is_local(url):
-        return os.path.lexists(_local(url))
-    fs, path = url_to_fs(url)
-    return fs.exists(path)
-
-
-def move(src: str, dst: str) -> None:
-    """Give a file a new name, keeping its bytes: a rename on local disk, copy then delete on object stores."""
-    if is_local(src):
-        os.replace(_local(src), _local(dst))
-        return
-    fs, path = url_to_fs(src)
-    fs.mv(path, url_to_fs(dst)[1])
+    atomic_write_text(url, json_text(data))
 
 
 def remove_stale_temp_files(output_path: str) -> None:
     """Delete the temp files of status/info writes that a killed executor left (call under the lease)."""
     if not is_local(output_path):
         return  # object stores write in one PUT: nothing is left behind
-    directory = _local(output_path)
+    directory = local_path(output_path)
     try:
         names = os.listdir(directory)
     except OSError:
         return
     for name in names:
-        if name.startswith(".tmp-") and name.endswith((STATUS_FILE, INFO_FILE)):
+        # `.{name}.tmp-*` (pipeline.fileio.temp_path_for) and the older `.tmp-*{name}`
+        ours = any(name.startswith(f".{f}.tmp-") or (name.startswith(".tmp-") and name.endswith(f))
+                   for f in (STATUS_FILE, INFO_FILE))
+        if ours:
             try:
                 os.unlink(os.path.join(directory, name))
             except OSError:
@@ -200,7 +106,7 @@ def ensure_writable(prefix: str) -> None:
     """Fail early with a clear message naming the prefix when it cannot be written."""
     probe = join(prefix, f".write-probe-{uuid.uuid4().hex[:8]}")
     try:
-        write_text_atomic(probe, "ok" * 2048)  # a few pages: a full disk refuses them
+        atomic_write_text(probe, "ok" * 2048)  # a few pages: a full disk refuses them
         fs, path = url_to_fs(probe)
         fs.rm(path)
     except OSError as e:
@@ -227,7 +133,7 @@ class StatusRecord:
 
 
 def read_status(output_path: str) -> Optional[StatusRecord]:
-    data = read_json(join(output_path, STATUS_FILE))
+    data = read_json(join(output_path, STATUS_FILE), default=None)
     if data is None:
         return None
     return StatusRecord(**{k: data.get(k) for k in StatusRecord.__dataclass_fields__})
@@ -326,7 +232,3 @@ def gcs_transient(e: BaseException) -> bool:
 
     return isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
                           api.ServerError, api.TooManyRequests))
-
-
-def _local(url: str) -> str:
-    return url[len("file://"):] if url.startswith("file://") else url

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import numpy as np
+from steps.audio_containers import inspect_container
+from steps.table_readers import open_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ SKIP_REASONS = (
     "too_long",  # longer than the encode step's max_utterance_seconds (memory grows with length)
     "segment_out_of_range",  # a published segment ends before it starts or past its recording (steps.raw_yodas2)
     "overlapping_segment",  # a published segment starts before the previous one ends (steps.raw_yodas2)
+    "duration_mismatch",  # decoded length differs from the row's published duration (steps.raw_mls)
 )
 _TRANSCRIPT_KEYS = ("text", "transcript", "sentence")
 _ID_KEYS = ("id", "utterance_id", "key", "segment_id")
@@ -220,8 +223,6 @@ class _AudioDecoder:
 
     def __init__(self, f, ext: Optional[str]):
         import soundfile as sf
-
-        from steps.audio_containers import inspect_container
 
         if f.seek(0, 2) == 0:
             raise BadAudioError("zero_length", "file is empty (0 bytes)")
@@ -472,8 +473,6 @@ def iter_webdataset(path: str) -> Iterator[RawItem]:
 def iter_parquet(path: str, batch_rows: int = 256) -> Iterator[RawItem]:
     import fsspec
     import pyarrow as pa
-
-    from steps.sharding import open_parquet
 
     with fsspec.open(path, "rb") as f:
         try:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from pipeline import strict_json
-from steps.sharding import atomic_write_bytes, atomic_write_json, fs_and_path, read_parquet
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, url_to_fs
+from steps.table_readers import read_parquet
 from tokenizer.audio import UNICODE_OFFSET
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def split_audio(text: str) -> tuple[str, list[str]]:
 
 
 def _documents(directory: str) -> Iterator[dict]:
-    fs, path = fs_and_path(directory)
+    fs, path = url_to_fs(directory)
     for name in sorted(fs.glob(posixpath.join(path, "*.parquet"))):
         with fs.open(name, "rb") as f:
             table = read_parquet(f, name)

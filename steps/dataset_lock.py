@@ -36,13 +36,11 @@ Reading the lock is cached on the file's (path, mtime, size), so declaring exper
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Optional, Sequence
@@ -233,29 +231,3 @@ def lock_datasets(datasets: Sequence[HubDataset], path: Optional[str] = None, ap
     merged = {**current, **entries}
     write_lock(path, merged)
     return merged
-
-
-def cli_main(argv: Optional[Sequence[str]] = None) -> int:
-    """`soda lock-datasets [--lock PATH] [--update] [--only REPO ...]`."""
-    from steps.download_presets import hub_datasets  # the presets import this module
-
-    parser = argparse.ArgumentParser(prog="soda lock-datasets",
-                                     description="Resolve the Hub commit of every dataset repo the presets "
-                                                 "download and write the dataset lock.")
-    parser.add_argument("--lock", default=None, help=f"lock file (default: ${LOCK_ENV}, else {DEFAULT_LOCK})")
-    parser.add_argument("--update", action="store_true",
-                        help="resolve each repo's branch again, moving pinned repos to the current head")
-    parser.add_argument("--only", nargs="+", metavar="REPO", help="resolve only these repos; keep the others")
-    args = parser.parse_args(argv)
-    path = args.lock or lock_path()
-    try:
-        entries = lock_datasets(hub_datasets(), path, update=args.update, only=args.only)
-    except LockError as exc:
-        print(f"soda lock-datasets: {exc}", file=sys.stderr)
-        return 1
-    width = max(len(r) for r in entries)
-    for repo in sorted(entries):
-        e = entries[repo]
-        print(f"{repo:<{width}}  {e['revision']}  (from {e.get('resolved_from')})")
-    print(f"wrote {len(entries)} dataset revisions to {path}")
-    return 0

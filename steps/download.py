@@ -40,6 +40,7 @@ from pipeline import strict_json
 from steps.dataset_lock import LOCK_ENV, PLACEHOLDER_PREFIX, lock_path
 from steps.mirror import MIRROR_ENV, data_mirror, is_local, mirrored_url
 from steps.sharding import PERMANENT_ERRORS, run_shards, with_retries
+from pipeline.progress import report_progress
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +298,7 @@ def download_dataset(config: DownloadConfig, source_fs=None) -> dict:
         logger.info("download %s: %d/%d files, %.1f/%.1f MB copied (%d already complete)", where,
                     done["files"], len(todo), done["bytes"] / 1e6,
                     sum(size or 0 for _, size in todo) / 1e6, skipped)
+        report_progress(done["files"], len(todo), "files copied", MB=round(done["bytes"] / 1e6, 1))
 
     run_shards(_copy_batch, [(source_fs, root_path, out_fs, out_root, batch) for batch in batches],
                desc=f"download {where}", max_retries=RAY_TASK_RETRIES, local_threads=LOCAL_THREADS,

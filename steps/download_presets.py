@@ -15,11 +15,14 @@ download, which is what `soda lock-datasets` resolves.
 
 from __future__ import annotations
 
-from typing import Optional
+import argparse
+import sys
+from typing import Optional, Sequence
 
 from eval.datasets import HELLASWAG
 from pipeline.step import ExecutorStep, ResourceConfig, this_output_path, versioned
-from steps.dataset_lock import PLACEHOLDER_PREFIX, HubDataset, locked_revision
+from steps.dataset_lock import DEFAULT_LOCK, LOCK_ENV, PLACEHOLDER_PREFIX, HubDataset, LockError, locked_revision
+from steps.dataset_lock import lock_datasets, lock_path
 from steps.download import DownloadConfig, download_dataset
 from steps.s2st.prepare import COMMON_VOICE
 
@@ -53,9 +56,11 @@ EMILIA_MM_PRETRAIN_EN_INCLUDE = ("Emilia/EN/*.parquet", "Emilia-YODAS/EN/*.parqu
 # potsawee/emilia-mm-pretrain-fix bf009b3b14d29e7fe4d3967900b79d652473e786.
 
 # --- raw MLS English (exp8_source_annealing) ---------------------------------------------------
-# parler-tts/mls_eng: parquet with an Audio column and the transcript; no commit known.
+# parler-tts/mls_eng: data/{split}-NNNNN-of-NNNNN.parquet with audio (Audio), original_path, begin_time,
+# end_time, transcript, audio_duration, speaker_id, book_id (read by steps/raw_mls.py). Commit: main's
+# "Update README.md", seen in the hub's tree URL for parler-tts/mls_eng.
 MLS_ENG_DATASET = "parler-tts/mls_eng"
-MLS_ENG_REVISION = "UNPINNED-parler-tts-mls_eng"
+MLS_ENG_REVISION = "faf6604dcf0bb9ec0d9c280a140ad74da9c931b0"
 MLS_ENG_TRAIN_INCLUDE = ("data/train-*.parquet",)
 
 # --- text -------------------------------------------------------------------------------------
@@ -161,7 +166,7 @@ def emilia_mm_pretrain_en(revision: Optional[str] = None,
 
 
 def mls_eng_train(revision: Optional[str] = None) -> DownloadConfig:
-    """MLS English train split as parquet (audio + transcript), for the raw (Mimi-encode) path."""
+    """MLS English train split as parquet (1,416 shards), for the raw (Mimi-encode) path (steps.raw_mls)."""
     return _config(MLS_ENG_DATASET, _revision(MLS_ENG_DATASET, revision), MLS_ENG_TRAIN_INCLUDE)
 
 
@@ -229,3 +234,30 @@ def get_download_preset(name: str, revision: Optional[str] = None) -> DownloadCo
     if name not in PRESETS:
         raise ValueError(f"unknown download preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]() if revision is None else PRESETS[name](revision)
+
+
+# ---- soda lock-datasets -------------------------------------------------------------------------
+
+
+def lock_datasets_cli(argv: Optional[Sequence[str]] = None) -> int:
+    """`soda lock-datasets [--lock PATH] [--update] [--only REPO ...]`."""
+    parser = argparse.ArgumentParser(prog="soda lock-datasets",
+                                     description="Resolve the Hub commit of every dataset repo the presets "
+                                                 "download and write the dataset lock.")
+    parser.add_argument("--lock", default=None, help=f"lock file (default: ${LOCK_ENV}, else {DEFAULT_LOCK})")
+    parser.add_argument("--update", action="store_true",
+                        help="resolve each repo's branch again, moving pinned repos to the current head")
+    parser.add_argument("--only", nargs="+", metavar="REPO", help="resolve only these repos; keep the others")
+    args = parser.parse_args(argv)
+    path = args.lock or lock_path()
+    try:
+        entries = lock_datasets(hub_datasets(), path, update=args.update, only=args.only)
+    except LockError as exc:
+        print(f"soda lock-datasets: {exc}", file=sys.stderr)
+        return 1
+    width = max(len(r) for r in entries)
+    for repo in sorted(entries):
+        e = entries[repo]
+        print(f"{repo:<{width}}  {e['revision']}  (from {e.get('resolved_from')})")
+    print(f"wrote {len(entries)} dataset revisions to {path}")
+    return 0

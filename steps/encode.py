@@ -1,7 +1,7 @@
 """Encode speech shards to Mimi codes: the `encoded/...` step of the raw path.
 
-inputs (webdataset tars, parquet files, audio directories, or YODAS2's published audio archives;
-  local or gs://, globs allowed)
+inputs (webdataset tars, parquet files, audio directories, YODAS2's published audio archives, or
+  MLS English's published parquet; local or gs://, globs allowed)
   -> decode -> mono -> 24 kHz (steps.audio_io.iter_audio_chunks, the streaming reader `soda encode`
   uses too; truncated files skipped) -> length-sorted batches -> Mimi, first 8 codebooks
   -> one parquet shard per input shard, rows sorted by (recording_id, order, utterance_id):
@@ -19,13 +19,25 @@ YODAS2 (`input_format="yodas2"`, or "auto" for paths `.../audio/NNNNNNNN.tar.gz`
 one shard, read with its `../text/` and `../duration/` files by steps.raw_yodas2, which cuts every
 long-form recording into its published utterances as it streams (audio between them is not kept).
 
+MLS English (`input_format="mls"`, or "auto" for a parquet whose footer has MLS's columns
+original_path, begin_time, end_time, speaker_id, book_id): each `data/{split}-NNNNN-of-NNNNN.parquet`
+is one shard, read by steps.raw_mls: ids `{speaker}_{book}_{segment}` from the row (unique across
+shards), one document per 10-20 s chunk, rows whose audio disagrees with `audio_duration` skipped.
+
 Memory: utterances are encoded as they are read, `ENCODE_BUFFER_SECONDS` of audio at a time (sorted
 by length within it), so a shard of any size holds only its codes. An utterance longer than
 `max_chunk_seconds` (60 s, as SODA's own preparation: Mimi never saw more than 60 s at once) is
 encoded in consecutive chunks of that length, a whole number of Mimi frames each, whose codes are
 concatenated; it stays one utterance with its transcript. Longer than `max_utterance_seconds` is
 still skipped as 'too_long' (a single utterance that long is a segmentation error, not speech to
-keep).
+keep). Each batch is zero-padded at the end to one of a few lengths (`bucket_frames`: 2 s to the
+chunk length in steps of x1.25) and to a multiple of a quarter of `batch_size` rows, so Mimi sees a
+bounded set of input shapes; padding at the end does not change the codes of the real frames
+(Mimi's encoder is causal), which are trimmed to ceil(samples / 1920) frames as before. And
+oneDNN's primitive cache is off for the encode step (`ENCODE_ENV`: each Ray task's runtime_env, and
+`set_encode_env` in-process, where it works if no convolution ran before in the process): with both,
+peak RSS stays flat however many batches a worker runs (tests/test_yodas2_memory.py, slow: a
+60-minute YODAS2 video within 10% + 32 MiB of a 10-minute one).
 
 A rerun skips shards with a done marker, so after a crash only unfinished shards are redone. With
 Ray initialised each unfinished shard is one Ray task (`num_gpus=1` when `use_gpu`), otherwise
@@ -39,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import posixpath
 import re
 from collections import Counter
@@ -46,16 +59,33 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pipeline import strict_json
+from steps.raw_mls import REQUIRED_COLUMNS, is_mls_parquet, is_mls_schema, iter_mls_parquet
 from steps.raw_yodas2 import is_yodas2_archive, iter_yodas2_archive
-from steps.sharding import atomic_write_bytes, join, remove_stale_temps, run_shards, temp_path_for
+from pipeline.fileio import atomic_write_bytes, join, remove_stale_temps, temp_path_for
+from steps.sharding import run_shards
+from pipeline.progress import report_progress
+from pipeline.step import unwrap_versioned
+from steps.audio_io import Skipped, detect_format, iter_raw_items, prepare
+from tokenizer.audio import NUM_CODEBOOKS, codes_to_chars
+from tokenizer.mimi import cached_mimi, encode, frames_for_samples
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("utterance_id", "recording_id", "order", "transcript", "duration", "audio")
 MAX_LISTED_BAD = 200  # bad inputs listed by name in stats.json and in the failure message
-INPUT_FORMATS = ("auto", "webdataset", "parquet", "audio_dir", "yodas2")
+INPUT_FORMATS = ("auto", "webdataset", "parquet", "audio_dir", "yodas2", "mls")
 SAMPLES_PER_FRAME = 1920  # Mimi: 24 kHz / 12.5 Hz
 ENCODE_BUFFER_SECONDS = 600.0  # audio decoded and waiting for Mimi at most (float32: 58 MB), plus one utterance
+# A batch is padded to one of a few lengths (bucket_frames): with every batch a new shape, oneDNN's
+# per-shape primitive cache and glibc's fragmented free lists made peak RSS grow with the number of
+# batches run (2.98 -> 4.17 GiB from a 10- to a 60-minute video, full-size Mimi on CPU).
+# oneDNN (torch's CPU convolutions) caches a compiled primitive per conv shape and layer (up to 1,024);
+# with its cache on, peak RSS still grew 12-20% from a 10- to a 60-minute video despite the bounded
+# shapes (the cached primitives' scratch blocks fragment glibc's heap). Off, it is flat, at about 4%
+# less speed on the small Mimi. Set for the encode step's Ray tasks (runtime_env) and in-process.
+ENCODE_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
+MIN_BUCKET_FRAMES = 25  # 2 s
+BUCKET_RATIO = 1.25  # at most 25% more frames than the longest piece of the batch (about 12% on average)
 
 
 @dataclass(frozen=True)
@@ -66,7 +96,7 @@ class EncodeConfig:
     num_codebooks: int = 8
     batch_size: int = 8  # utterances per Mimi call, grouped by similar length (raise on GPU)
     seed: int = 0  # seeds the random Mimi and torch
-    input_format: str = "auto"  # auto | webdataset | parquet | audio_dir | yodas2
+    input_format: str = "auto"  # auto | webdataset | parquet | audio_dir | yodas2 | mls
     require_transcript: bool = True
     max_bad_fraction: float = 0.05
     use_gpu: bool = False  # ask Ray for one GPU per shard task
@@ -82,12 +112,8 @@ class EncodeConfig:
     max_chunk_seconds: float = 60.0
 
     def __post_init__(self):
-        from pipeline.step import unversioned
-
         def plain(name):
-            return unversioned(getattr(self, name))
-
-        from tokenizer.audio import NUM_CODEBOOKS
+            return unwrap_versioned(getattr(self, name))
 
         if plain("num_codebooks") != NUM_CODEBOOKS:
             raise ValueError(
@@ -114,6 +140,36 @@ class EncodeConfig:
 
 def _chunk_samples(seconds: float) -> int:
     return int(round(seconds * 24_000))
+
+
+def bucket_frames(chunk_frames: int) -> tuple[int, ...]:
+    """The lengths, in Mimi frames, that a batch is padded up to: from 2 s (or the whole chunk when
+    shorter) in steps of x`BUCKET_RATIO`, then `chunk_frames` itself. 17 lengths for 60 s chunks."""
+    lengths, frames = [], min(MIN_BUCKET_FRAMES, chunk_frames)
+    while frames * BUCKET_RATIO < chunk_frames:
+        lengths.append(frames)
+        frames = max(frames + 1, math.ceil(frames * BUCKET_RATIO))
+    return (*lengths, chunk_frames)
+
+
+def padded_batch(waves: list, buckets: tuple[int, ...], batch_size: int) -> list:
+    """`waves` zero-padded at the end to the smallest bucket that holds the longest (whole frames),
+    plus all-zero rows up to a multiple of ceil(batch_size / 4): so Mimi only ever sees
+    len(buckets) x 4 input shapes, whatever the lengths. Padding at the end leaves the codes of the
+    real frames as they are (Mimi's encoder is causal; tests/test_yodas2_memory.py checks it on the
+    full-size model); callers trim each result to its own frames."""
+    import numpy as np
+
+    longest = -(-max(len(w) for w in waves) // SAMPLES_PER_FRAME)
+    target = next((b for b in buckets if b >= longest), longest) * SAMPLES_PER_FRAME
+    step = -(-batch_size // 4)
+    rows = -(-len(waves) // step) * step
+    out = []
+    for w in waves:
+        padded = np.zeros(target, dtype=np.float32)
+        padded[:len(w)] = w
+        out.append(padded)
+    return out + [np.zeros(target, dtype=np.float32)] * (rows - len(waves))
 
 
 @dataclass(frozen=True)
@@ -193,29 +249,30 @@ def shard_name(path: str) -> str:
 
 
 def _get_model(config: EncodeConfig):
-    from tokenizer.mimi import cached_mimi
-
     return cached_mimi(config.mimi_model, config.seed, config.device, config.mimi_config_overrides)
 
 
 def input_format_of(config: EncodeConfig, path: str) -> str:
-    """The reader for one input: the configured format, or for "auto" YODAS2's archive name, else
-    steps.audio_io.detect_format."""
-    from steps.audio_io import detect_format
-
+    """The reader for one input: the configured format, or for "auto" YODAS2's archive name, MLS's
+    columns in a parquet footer (steps.raw_mls.is_mls_parquet), else steps.audio_io.detect_format."""
     if config.input_format != "auto":
         return config.input_format
-    return "yodas2" if is_yodas2_archive(path) else detect_format(path)
+    if is_yodas2_archive(path):
+        return "yodas2"
+    fmt = detect_format(path)
+    return "mls" if fmt == "parquet" and is_mls_parquet(path) else fmt
 
 
 def iter_items(config: EncodeConfig, input_path: str):
     """Utterance | Skipped for every input item of one shard, decoded and checked, in input order."""
-    from steps.audio_io import iter_raw_items, prepare
-
     fmt = input_format_of(config, input_path)
     if fmt == "yodas2":
         yield from iter_yodas2_archive(input_path, require_transcript=config.require_transcript,
                                        max_seconds=config.max_utterance_seconds)
+        return
+    if fmt == "mls":
+        yield from iter_mls_parquet(input_path, require_transcript=config.require_transcript,
+                                    max_seconds=config.max_utterance_seconds)
         return
     for raw in iter_raw_items(input_path, fmt):
         yield prepare(raw, require_transcript=config.require_transcript, max_seconds=config.max_utterance_seconds)
@@ -226,8 +283,6 @@ def encode_shard(config: EncodeConfig, input_path: str) -> dict:
     import fsspec
     import torch
 
-    from steps.audio_io import Skipped
-
     name = shard_name(input_path)
     shard_dir = posixpath.join(config.output_path, "shards")
     fs, _ = fsspec.core.url_to_fs(shard_dir)
@@ -237,6 +292,7 @@ def encode_shard(config: EncodeConfig, input_path: str) -> dict:
         torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
 
+    set_encode_env()
     model = _get_model(config)
     rows, skipped, buffer, buffered = [], [], [], 0
     for item in iter_items(config, input_path):
@@ -248,6 +304,7 @@ def encode_shard(config: EncodeConfig, input_path: str) -> dict:
         if buffered >= ENCODE_BUFFER_SECONDS * 24_000:
             rows.extend(_encode_buffer(config, model, buffer))
             buffer, buffered = [], 0
+            _release_free_memory()
     rows.extend(_encode_buffer(config, model, buffer))
     rows.sort(key=lambda r: (r[0].recording_id, r[0].order, r[0].utterance_id))
 
@@ -274,21 +331,21 @@ def _encode_buffer(config: EncodeConfig, model, utterances: list) -> list[tuple]
 
     Each utterance is cut into pieces of at most `max_chunk_seconds` (whole Mimi frames, so the
     pieces' codes concatenate to exactly ceil(samples / 1920) frames); pieces are encoded in
-    length-sorted batches of `batch_size`."""
+    length-sorted batches of `batch_size`, padded to a bounded set of shapes (`padded_batch`)."""
     import numpy as np
 
-    from tokenizer.audio import codes_to_chars
-    from tokenizer.mimi import encode
-
     chunk = _chunk_samples(config.max_chunk_seconds)
+    buckets = bucket_frames(chunk // SAMPLES_PER_FRAME)
     pieces = [(i, k, u.audio[start:start + chunk]) for i, u in enumerate(utterances)
               for k, start in enumerate(range(0, len(u.audio), chunk))]
     pieces.sort(key=lambda p: (len(p[2]), utterances[p[0]].utterance_id, p[1]))
     codes: dict[int, dict[int, np.ndarray]] = {}
     for start in range(0, len(pieces), config.batch_size):
         batch = pieces[start:start + config.batch_size]
-        for (i, k, _), c in zip(batch, encode(model, [p[2] for p in batch], num_codebooks=config.num_codebooks)):
-            codes.setdefault(i, {})[k] = c
+        waves = padded_batch([p[2] for p in batch], buckets, config.batch_size)
+        out = encode(model, waves, num_codebooks=config.num_codebooks)
+        for (i, k, piece), c in zip(batch, out):
+            codes.setdefault(i, {})[k] = c[:, :frames_for_samples(len(piece))]
     rows = []
     for i, utt in enumerate(utterances):
         parts = codes.pop(i)
@@ -296,6 +353,29 @@ def _encode_buffer(config: EncodeConfig, model, utterances: list) -> list[tuple]
         meta = EncodedUtterance(utt.utterance_id, utt.recording_id, utt.order, utt.transcript, utt.duration)
         rows.append((meta, codes_to_chars(c), c.shape[1]))
     return rows
+
+
+def set_encode_env() -> None:
+    """`ENCODE_ENV` into this process's environment, where not set already (an explicit setting wins).
+    oneDNN reads its cache capacity when the process's first convolution runs: in a Ray task the
+    variables are there from the worker's start (run_shards' `env`); in-process this takes effect
+    only if no convolution ran earlier in the process, and stays set for the rest of it."""
+    import os
+
+    for key, value in ENCODE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim) between buffers: the freed
+    audio and activations of one buffer otherwise stay in fragmented free lists, and the next
+    buffer's allocations, which rarely fit them, raise the peak. A no-op without glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _write_parquet_atomic(fs, path: str, rows, row_group_size: int) -> None:
@@ -386,29 +466,31 @@ def _check_shard_names(fs, shard_dir: str, inputs: list[str]) -> None:
 
 
 def _check_parquet_inputs(config: EncodeConfig, paths: list[str], limit: int = 16) -> None:
-    """Before any work: the first `limit` parquet inputs must have an audio column (a wrong dataset
+    """Before any work: the first `limit` parquet inputs must have an audio column, and MLS inputs
+    (input_format "mls", or MLS's columns under "auto") audio and transcript columns (a wrong dataset
     is an error, not thousands of skipped rows; a later odd file fails its own shard with the same
     message, and finished shards stay done). Only footers are read; unreadable files are left to
     the shard, which counts them as 'corrupt'."""
     import fsspec
     import pyarrow.parquet as pq
 
-    from steps.audio_io import detect_format
-
     wrong = []
     parquet = [p for p in paths if (config.input_format if config.input_format != "auto" else detect_format(p))
-               == "parquet"]
+               in ("parquet", "mls")]
     for path in parquet[:limit]:
         try:
             with fsspec.open(path, "rb") as f:
                 names = pq.ParquetFile(f).schema_arrow.names
         except Exception:  # truncated / not parquet: the shard reports it as a skipped 'corrupt' file
             continue
-        if not any(c in names for c in ("audio", "wav", "flac", "mp3")):
+        if config.input_format == "mls" or (config.input_format == "auto" and is_mls_schema(names)):
+            if any(c not in names for c in REQUIRED_COLUMNS):
+                wrong.append(f"  {path}: columns {names} (MLS's reader needs {', '.join(REQUIRED_COLUMNS)})")
+        elif not any(c in names for c in ("audio", "wav", "flac", "mp3")):
             wrong.append(f"  {path}: columns {names}")
     if wrong:
-        raise ValueError("encode: parquet input(s) without an audio column (looked for audio, wav, flac, mp3); "
-                         "no shard was started:\n" + "\n".join(wrong[:20])
+        raise ValueError("encode: parquet input(s) without an audio column (looked for audio, wav, flac, mp3; "
+                         f"MLS inputs: {', '.join(REQUIRED_COLUMNS)}); no shard was started:\n" + "\n".join(wrong[:20])
                          + (f"\n  ... and {len(wrong) - 20} more" if len(wrong) > 20 else ""))
 
 
@@ -437,5 +519,11 @@ def _summarize(config: EncodeConfig, per_shard: list[dict]) -> dict:
 
 def _run_shards(config: EncodeConfig, todo: list[str]) -> None:
     """One Ray task per input shard when Ray is up (a GPU each if asked), else in-process."""
+    encoded: list[int] = []
+
+    def progress(i: int, _result: dict) -> None:  # for the executor's console
+        encoded.append(i)
+        report_progress(len(encoded), len(todo), "shards encoded")
+
     run_shards(encode_shard, [(config, path) for path in todo], desc="encode shards",
-               num_gpus=1 if config.use_gpu else 0)
+               num_gpus=1 if config.use_gpu else 0, on_result=progress, env=ENCODE_ENV)

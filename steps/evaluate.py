@@ -27,7 +27,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pipeline import this_output_path
+from pipeline import ExecutorStep, InputName, ResourceConfig, output_path_of, this_output_path, versioned
+from steps.training.train_output import TrainOutput
+from eval.judges import describe_sim_judge, is_random_judge
+from eval.model import load_scoring_model
+from eval.session import find_tokenizer_dir
+from eval.tasks import TASKS, get_task
+from eval.tasks.common import EvalContext
+from pipeline.cli_checks import first_problem, input_dir_problem, number_problem
+from pipeline.fileio import atomic_write_json, exists, join, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -89,26 +97,11 @@ class EvalConfig:
 
 def _model_summary(model) -> Optional[dict]:
     """The train step's summary.json for the scored model, if it came from one."""
-    from steps.sharding import exists, join, read_json
-
     summary = getattr(model, "summary", None)
     if summary is not None:
         return summary
-    src = getattr(model, "source", "").rstrip("/")
-    parts = src.rsplit("/", 2)  # {train_output}/hf/step-N
-    if len(parts) == 3 and parts[1] == "hf" and exists(join(parts[0], "summary.json")):
-        return read_json(join(parts[0], "summary.json"))
-    return None
-
-
-def _tokenizer_dir(config: EvalConfig, model) -> str:
-    from steps.sharding import exists, join
-
-    for cand in (config.tokenizer, getattr(model, "tokenizer", None), getattr(model, "source", None)):
-        if cand and exists(join(cand, "tokenizer.json")):
-            return cand
-    raise FileNotFoundError(f"no tokenizer for {config.model_path!r}: set EvalConfig.tokenizer to the SODA "
-                            "tokenizer directory (the build-tokenizer step's output)")
+    run = TrainOutput.of(getattr(model, "source", ""))
+    return run.summary() if run is not None else None
 
 
 def check_codebooks(config: EvalConfig) -> None:
@@ -124,12 +117,6 @@ def check_codebooks(config: EvalConfig) -> None:
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """The step fn: run `config.task` and write per-example outputs and summary.json."""
-    from eval.judges import describe_sim_judge, is_random_judge
-    from eval.model import load_scoring_model
-    from eval.tasks import get_task
-    from eval.tasks.common import EvalContext
-    from steps.sharding import atomic_write_json, exists, join, read_json
-
     spec = get_task(config.task)
     check_codebooks(config)
     out = join(config.output_path, "summary.json")
@@ -138,12 +125,13 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         return read_json(out)
     started = time.time()
     model = load_scoring_model(config.model_path, config.backend, config.tokenizer, config.device)
-    ctx = EvalContext(config, model, _tokenizer_dir(config, model), config.output_path)
+    ctx = EvalContext(config, model, find_tokenizer_dir(model, config.tokenizer, config.model_path), config.output_path)
     result = spec.fn()(ctx)
 
     train = _model_summary(model) or {}
-    used_mimi = ctx._mimi is not None
-    random_judges = spec.name in JUDGED_TASKS and (is_random_judge(config.tts_asr_judge) or is_random_judge(config.tts_sim_judge))
+    used_mimi = ctx.mimi_loaded
+    random_judges = spec.name in JUDGED_TASKS and (is_random_judge(config.tts_asr_judge)
+                                                   or is_random_judge(config.tts_sim_judge))
     reasons = [r for r, on in (("config", config.plumbing_run), ("random Mimi", used_mimi and ctx.mimi_is_random),
                                ("model trained on plumbing data", bool(train.get("plumbing_run"))),
                                ("random-init judges", random_judges)) if on]
@@ -186,10 +174,9 @@ _UNVERSIONED = {"batch_size", "chunk_size", "device", "mimi_batch_size", "save_a
 def eval_step(task: str, model, dataset, name: Optional[str] = None, gpus: float = 0.0, **overrides):
     """An `evaluation/<task>-<model>` step. `model` / `dataset`: an ExecutorStep (its output) or a
     path. gpus: what the step asks of the cluster (torch scoring uses cuda when it gets one).
-    Overrides are EvalConfig fields; those that change results enter the step's hash."""
-    from pipeline import ExecutorStep, ResourceConfig, output_path_of, versioned
-    from eval.tasks import get_task
-
+    Overrides are EvalConfig fields; those that change results enter the step's hash. A path-valued
+    override (`tokenizer`, `tts_asr_judge`, `tts_sim_judge`, ...) may be a step or a step's sub-path
+    (`judges / "random-whisper"`): the eval then depends on that step, whose own hash covers it."""
     spec = get_task(task)
 
     def ref(x):
@@ -199,7 +186,9 @@ def eval_step(task: str, model, dataset, name: Optional[str] = None, gpus: float
     bad = sorted(set(overrides) - fields)
     if bad:
         raise TypeError(f"eval_step: unknown EvalConfig field(s) {bad}")
-    kw = {k: (v if k in _UNVERSIONED or v is None else versioned(v)) for k, v in overrides.items()}
+    overrides = {k: ref(v) for k, v in overrides.items()}
+    kw = {k: (v if k in _UNVERSIONED or v is None or isinstance(v, InputName) else versioned(v))
+          for k, v in overrides.items()}
     model_name = model.name.rsplit("/", 1)[-1] if isinstance(model, ExecutorStep) else "model"
     return ExecutorStep(
         name=name or f"evaluation/{spec.name}-{model_name}",
@@ -214,8 +203,6 @@ def eval_step(task: str, model, dataset, name: Optional[str] = None, gpus: float
 
 
 def cli_main(argv: list[str]) -> int:
-    from eval.tasks import TASKS
-
     parser = argparse.ArgumentParser(prog="soda evaluate", description="Run one SODA eval task on a model.")
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--model", required=True, help="train step output, checkpoint dir, or HF model dir")
@@ -247,8 +234,6 @@ def cli_main(argv: list[str]) -> int:
 
 
 def _cli_problem(args) -> Optional[str]:
-    from steps.cli_checks import first_problem, input_dir_problem, number_problem
-
     return first_problem(
         input_dir_problem(args.model, "--model"),
         input_dir_problem(args.data, "--data"),

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pipeline import this_output_path
-from steps.sharding import atomic_write_bytes, atomic_write_json, join, list_input_files
-from steps.sharding import finished_parts, iter_record_batches, run_shards
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, join, list_input_files, url_to_fs
+from steps.table_readers import iter_record_batches, read_parquet
+from steps.sharding import finished_parts, run_shards
 from tokenizer.documents import FORMATS, STAT_KEYS, TEXT, Utterance, clean_utterances
 from tokenizer.documents import documents_from_clean, estimate_document_tokens, text_document
 
@@ -68,9 +69,7 @@ class InterleaveConfig:
 def _read_speech_rows(path: str) -> dict[str, list]:
     import pyarrow as pa
 
-    from steps.sharding import fs_and_path, read_parquet
-
-    fs, p = fs_and_path(path)
+    fs, p = url_to_fs(path)
     with fs.open(p, "rb") as f:
         table = read_parquet(f, path)
     missing = [c for c in SPEECH_COLUMNS if c not in table.column_names]
@@ -188,11 +187,9 @@ def process_shard(config: InterleaveConfig, index: int, path: str, out_file: str
 def _recordings_in_several_shards(out_files: list[str]) -> int:
     import pyarrow.parquet as pq
 
-    from steps.sharding import fs_and_path
-
     seen: Counter = Counter()
     for out in out_files:
-        fs, p = fs_and_path(out)
+        fs, p = url_to_fs(out)
         with fs.open(p, "rb") as f:
             seen.update(set(pq.read_table(f, columns=["recording_id"]).column(0).to_pylist()))
     return sum(1 for rec, n in seen.items() if rec and n > 1)

@@ -210,16 +210,26 @@ def write_nemotron_cc(out: str, ctx: BuildContext) -> None:
 
 
 def write_mls_eng(out: str, ctx: BuildContext) -> None:
-    """MLS-like rows: lowercased, unpunctuated transcripts, as MLS's are."""
-    rows = []
-    for k, u in enumerate(u for u in ctx.utterances if u["ext"] == "mp3"):
-        rec, order = recording_of(u["id"])
-        seconds = len(u["audio"]) / 24_000
-        rows.append({"audio": {"bytes": u["bytes"], "path": f"{u['id']}.{u['ext']}"},
-                     "original_path": f"https://mls.example/{rec}/{u['id']}.flac", "begin_time": float(order),
-                     "end_time": float(order) + seconds, "transcript": re.sub(r"[^a-z' ]+", "", u["text"].lower()),
-                     "audio_duration": seconds, "speaker_id": rec, "book_id": str(1000 + k // 4)})
-    _write_parquet(os.path.join(out, "data", "train-00000-of-00001.parquet"), rows)
+    """MLS-like rows in two shards (steps/raw_mls.py): ids `{speaker}_{book}_{segment}`, each corpus
+    recording standing for one speaker's book; lowercased, unpunctuated transcripts, as MLS's are.
+    Shard 0 holds the 11 MP3 utterances, shard 1 three FLAC ones (MLS's own codec)."""
+    recordings = sorted({recording_of(u["id"])[0] for u in ctx.utterances})
+    shards = ([u for u in ctx.utterances if u["ext"] == "mp3"], [u for u in ctx.utterances if u["ext"] == "flac"][:3])
+    for n, chosen in enumerate(shards):
+        rows, begin = [], {}
+        for u in chosen:
+            rec, order = recording_of(u["id"])
+            speaker, book = 100 + recordings.index(rec), 2000 + recordings.index(rec)
+            mls_id = f"{speaker}_{book}_{order:06d}"
+            seconds = len(u["audio"]) / 24_000
+            start = begin.get(rec, 0.0)
+            begin[rec] = start + seconds
+            rows.append({"audio": {"bytes": u["bytes"], "path": f"{mls_id}.{u['ext']}"},
+                         "original_path": f"mls_english/train/audio/{speaker}/{book}/{mls_id}.flac",
+                         "begin_time": start, "end_time": start + seconds,
+                         "transcript": re.sub(r"[^a-z' ]+", "", u["text"].lower()),
+                         "audio_duration": seconds, "speaker_id": str(speaker), "book_id": str(book)})
+        _write_parquet(os.path.join(out, "data", f"train-{n:05d}-of-{len(shards):05d}.parquet"), rows)
 
 
 def write_common_voice(out: str, ctx: BuildContext) -> None:
@@ -366,10 +376,14 @@ FIXTURES: tuple[MirrorFixture, ...] = (
                   "reads (ind, activity_label, ctx_a, ctx_b, ctx, endings, source_id, split, split_type, label)",
                   "3 hand-written items; the file name 0000.parquet follows the conversion's naming"),
     MirrorFixture("parler-tts/mls_eng", True, write_mls_eng,
-                  "the parler-tts/mls_eng dataset card as remembered, not re-checked here: "
-                  "data/{split}-NNNNN-of-NNNNN.parquet with audio (Audio), original_path, begin_time, end_time, "
-                  "transcript, audio_duration, speaker_id, book_id (the encode step needs only audio + transcript)",
-                  "mp3 audio at the corpus' rates instead of MLS's own encoding; lowercased corpus sentences"),
+                  "the parler-tts/mls_eng hub tree at the pinned commit (data/train-00016-of-01416.parquet) and "
+                  "its dataset card (steps/raw_mls.py): data/{split}-NNNNN-of-NNNNN.parquet with audio (Audio "
+                  "{bytes, path}), original_path, begin_time, end_time, transcript, audio_duration, speaker_id, "
+                  "book_id; MLS ids {speaker}_{book}_{segment}",
+                  "2 train shards of 1,416 (11 MP3 rows at the corpus' rates, 3 FLAC rows); audio.path is the MLS id "
+                  "with the real extension and original_path MLS's own release path (mls_english/train/audio/"
+                  "{speaker}/{book}/{id}.flac), both guesses at the release's values; speaker and book numbers are "
+                  "made up; begin/end times count from 0 per recording; lowercased corpus sentences"),
     MirrorFixture("mozilla-foundation/common_voice_4_0", True, write_common_voice,
                   "steps/s2st/prepare.py (the hub's Common Voice layout): transcript/{lang}/*.tsv, "
                   "audio/{lang}/{split}/{lang}_{split}_{n}.tar of mp3 clips",

@@ -40,7 +40,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pipeline import strict_json
-from steps.sharding import atomic_write_json, read_parquet, run_shards
+from pipeline.fileio import atomic_write_json
+from steps.table_readers import read_parquet
+from steps.sharding import run_shards
+from steps.encode import expand_inputs
+from tokenizer.documents import document_audio_error
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +132,6 @@ def drop_invalid_audio(table, source: str = "?"):
     would otherwise become wrong audio tokens silently (tokenizer.documents.document_audio_error)."""
     import pyarrow as pa
 
-    from tokenizer.documents import document_audio_error
-
     keep = []
     for row, (doc_id, text) in enumerate(zip(table.column("id").to_pylist(), table.column("text").to_pylist())):
         err = document_audio_error(text)
@@ -144,8 +146,6 @@ def convert_pre_encoded(config: PreEncodedConfig) -> dict:
     """Step fn: convert every input parquet file not yet done, one Ray task per file (in this
     process without Ray); write summary.json."""
     import fsspec
-
-    from steps.encode import expand_inputs
 
     inputs = expand_inputs(config.input_paths)
     fs, _ = fsspec.core.url_to_fs(config.output_path)

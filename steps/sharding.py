@@ -1,149 +1,20 @@
-"""Small shared helpers for shard-parallel steps: listing inputs, atomic writes, and running one
-task per shard on Ray (when Ray is initialised) or in-process (unit tests, laptops).
+"""The shard module: shard-parallel steps run one task per shard on Ray (when Ray is initialised)
+or in-process (unit tests, laptops), retry transient errors, and resume per shard (a shard whose
+done marker exists is not redone).
 
-Paths are local paths or fsspec URLs (gs://...). Nothing heavy is imported at module level.
+Paths are local paths or fsspec URLs (gs://...), read and written through pipeline.fileio. Nothing
+heavy is imported at module level.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import uuid
-import zlib
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from pipeline import strict_json
+from pipeline.fileio import exists, read_json
+from pipeline.step_log import in_step_log
 
 logger = logging.getLogger(__name__)
-
-_GLOB_CHARS = set("*?[")
-
-
-def fs_and_path(url: str):
-    """(filesystem, path-inside-it) for a local path or fsspec URL."""
-    import fsspec
-
-    return fsspec.core.url_to_fs(url)
-
-
-def _unstrip(url: str, fs, path: str) -> str:
-    """Give back a URL of the same kind as `url` for `path` found on `fs`."""
-    if "://" not in url:
-        return path
-    protocol = url.split("://", 1)[0]
-    return path if "://" in path else f"{protocol}://{path}"
-
-
-def list_input_files(
-    inputs: str | Sequence[str], suffixes: Sequence[str], what: str = "input"
-) -> list[str]:
-    """Expand files, directories (searched recursively) and globs into a sorted, de-duplicated
-    list of files ending in one of `suffixes`. Raises FileNotFoundError when nothing matches."""
-    specs = [inputs] if isinstance(inputs, str) else list(inputs)
-    found: set[str] = set()
-    for spec in specs:
-        fs, path = fs_and_path(spec)
-        if any(c in spec for c in _GLOB_CHARS):
-            candidates = fs.glob(path)
-        elif fs.isdir(path):
-            candidates = fs.find(path)
-        elif fs.exists(path):
-            candidates = [path]
-        else:
-            raise FileNotFoundError(f"{what} path {spec!r} does not exist")
-        for cand in candidates:
-            name = os.path.basename(cand)
-            if name.startswith(".") or name.startswith("_"):
-                continue
-            if any(name.endswith(s) for s in suffixes) and not fs.isdir(cand):
-                found.add(_unstrip(spec, fs, cand))
-    if not found:
-        raise FileNotFoundError(
-            f"no {what} files ending in {', '.join(suffixes)} under {specs!r}; "
-            "pass a file, a directory or a glob"
-        )
-    return sorted(found)
-
-
-def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
-def exists(url: str) -> bool:
-    fs, path = fs_and_path(url)
-    return fs.exists(path)
-
-
-def local_copy(url: str) -> str:
-    """A local directory holding the files of directory `url` (returned as is when already local),
-    for libraries that only read real files (transformers' `from_pretrained`, tokenizers).
-
-    The copy goes to a per-process cache keyed by the URL, so a process copies each directory
-    once; it is made under a temporary name and renamed, so a half-copied directory is never used.
-    """
-    if "://" not in url or url.startswith("file://"):
-        return url[len("file://"):] if url.startswith("file://") else url
-    import hashlib
-    import tempfile
-
-    root = os.path.join(tempfile.gettempdir(), f"soda-local-copies-{os.getpid()}")
-    target = os.path.join(root, hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16])
-    if os.path.isdir(target):
-        return target
-    fs, path = fs_and_path(url)
-    if not fs.isdir(path):
-        raise FileNotFoundError(f"{url} is not a directory (or does not exist); expected a directory to copy")
-    os.makedirs(root, exist_ok=True)
-    partial = tempfile.mkdtemp(prefix=".partial-", dir=root)
-    fs.get(path.rstrip("/") + "/", partial + "/", recursive=True)
-    os.replace(partial, target)
-    logger.info("copied %s -> %s", url, target)
-    return target
-
-
-def temp_path_for(path: str) -> str:
-    """A hidden sibling of `path` to write before renaming: `.{name}.tmp-{random}`.
-
-    Hidden, so input listings skip it; `remove_stale_temps` finds those a crash left behind.
-    """
-    parent, name = os.path.split(path)
-    return os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex}") if parent else f".{name}.tmp-{uuid.uuid4().hex}"
-
-
-def remove_stale_temps(url_dir: str, name_prefix: str) -> None:
-    """Delete temp files (see `temp_path_for`) for outputs whose names start with `name_prefix`."""
-    fs, path = fs_and_path(url_dir)
-    for stale in fs.glob(f"{path.rstrip('/')}/.{name_prefix}*.tmp-*"):
-        fs.rm(stale)
-
-
-def atomic_write_bytes(url: str, data: bytes) -> None:
-    """Write `data` to `url` so that readers see either nothing or the whole file."""
-    fs, path = fs_and_path(url)
-    parent = os.path.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    tmp = temp_path_for(path)
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    try:
-        fs.mv(tmp, path)
-    except Exception:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-        raise
-
-
-def atomic_write_json(url: str, obj: Any) -> None:
-    """Write `obj` as strict JSON: a NaN or infinity as null, counted in `non_finite` (`pipeline.strict_json`)."""
-    atomic_write_bytes(url, (strict_json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(url: str) -> Any:
-    fs, path = fs_and_path(url)
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
 
 
 def finished_parts(inputs: Sequence[str], stats_file: Callable[[int], str],
@@ -251,11 +122,13 @@ def run_shards(
     attempts: int = 1,
     retry_delay_s: float = RETRY_DELAY_S,
     job_names: Optional[Sequence[str]] = None,
+    env: Optional[dict[str, str]] = None,
 ) -> list[Any]:
     """Run `fn(*job)` for every job and return the results in job order.
 
     With Ray initialised, each job is one Ray task (`num_cpus`, `num_gpus`, `memory_gb` per task,
-    retried `max_retries` times if its worker dies);
+    retried `max_retries` times if its worker dies; `env`: environment variables its worker process
+    starts with, Ray's runtime_env);
     otherwise the jobs run in this process, one after another or on `local_threads` threads (for
     I/O-bound jobs). A job that raises a transient error (`is_transient`) is tried again, up to
     `attempts` times in all, inside its task or thread (`with_retries`, first wait `retry_delay_s`).
@@ -331,7 +204,10 @@ def run_shards(
                                    "name": getattr(fn, "__name__", "run_shards_job")}
         if memory_gb:
             options["memory"] = int(memory_gb * 1024**3)
-        remote_fn = ray.remote(_run_job).options(**options)
+        if env:
+            options["runtime_env"] = {"env_vars": dict(env)}
+
+        remote_fn = ray.remote(in_step_log(_run_job)).options(**options)
         refs = [remote_fn.remote(*call) for call in calls]
         index = {ref: i for i, ref in enumerate(refs)}
         pending = list(refs)
@@ -358,105 +234,3 @@ def run_shards(
     if failures:
         raise _failure(desc, names, failures, len(jobs)) from failures[0][2]
     return results
-
-
-# Raised by the store or the network, never by a damaged file: passed on as they are (a transient
-# error for `with_retries`), not turned into the ValueError of a corrupt file.
-_NETWORK_ERRORS = (ConnectionError, TimeoutError)
-
-
-def open_parquet(f, path: str, hint: str = ""):
-    """`pyarrow.parquet.ParquetFile(f)`, with an error naming `path` for a truncated or non-parquet
-    file (pyarrow's own message names no file); `hint` says what to do about it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(f)
-    except _NETWORK_ERRORS:  # the store, not the file: worth another try
-        raise
-    except (pa.ArrowException, OSError) as e:
-        raise ValueError(f"{path}: not a readable parquet file (truncated or corrupt?): {e}{hint}") from e
-
-
-def read_parquet(f, path: str, hint: str = ""):
-    """The whole table of `open_parquet(f, path)`; a file damaged past its footer is the same error."""
-    import pyarrow as pa
-
-    pf = open_parquet(f, path, hint)
-    try:
-        return pf.read()
-    except _NETWORK_ERRORS:
-        raise
-    except (pa.ArrowException, OSError) as e:
-        raise ValueError(f"{path}: not a readable parquet file (truncated or corrupt?): {e}{hint}") from e
-
-
-def iter_record_batches(
-    path: str, columns: Sequence[str], batch_size: int, optional: Sequence[str] = ()
-):
-    """Yield lists of row dicts (only `columns`; `optional` ones may be absent -> None) from a
-    parquet, jsonl, jsonl.gz or jsonl.zstd file. Raises ValueError naming the file (and line) on bad input."""
-    fs, p = fs_and_path(path)
-    wanted = list(columns) + [c for c in optional if c not in columns]
-    if path.endswith(".parquet"):
-        import pyarrow as pa
-
-        with fs.open(p, "rb") as f:
-            pf = open_parquet(f, path)
-            names = pf.schema_arrow.names
-            missing = [c for c in columns if c not in names]
-            if missing:
-                raise ValueError(f"{path}: missing column(s) {missing} (found {names})")
-            present = [c for c in wanted if c in names]
-            batches = pf.iter_batches(batch_size=batch_size, columns=present)
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                except _NETWORK_ERRORS:
-                    raise
-                except (pa.ArrowException, OSError) as e:  # a damaged page or row group
-                    raise ValueError(f"{path}: parquet data cannot be read (corrupt?): {e}") from e
-                cols = {c: batch.column(c).to_pylist() for c in present}
-                n = batch.num_rows
-                yield [{c: (cols[c][i] if c in cols else None) for c in wanted} for i in range(n)]
-        return
-    from steps.zstd_io import is_zstd, iter_lines, zstd_errors
-
-    try:
-        if is_zstd(path):  # fsspec's own zstd codec would return a truncated file's text silently
-            with fs.open(p, "rb") as raw:
-                yield from _jsonl_rows(iter_lines(raw, path), path, columns, wanted, batch_size)
-        else:
-            with fs.open(p, "rb", compression="infer") as f:
-                yield from _jsonl_rows(f, path, columns, wanted, batch_size)
-    except _NETWORK_ERRORS:
-        raise
-    except (EOFError, OSError, zlib.error, *zstd_errors()) as e:  # a truncated .gz or .zstd, a damaged file
-        raise ValueError(f"{path}: cannot read the file (truncated or corrupt?): {type(e).__name__}: {e}") from e
-
-
-def _jsonl_rows(lines, path: str, columns: Sequence[str], wanted: list[str], batch_size: int):
-    """Batches of row dicts from JSON `lines` (bytes or str), checked as iter_record_batches says."""
-    rows: list[dict] = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: line {lineno} is not valid JSON: {e}") from e
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}: line {lineno} holds a JSON {type(obj).__name__}, expected an object "
-                             f"with field(s) {list(columns)}")
-        missing = [c for c in columns if c not in obj]
-        if missing:
-            raise ValueError(f"{path}: line {lineno} has no field(s) {missing}")
-        rows.append({c: obj.get(c) for c in wanted})
-        if len(rows) >= batch_size:
-            yield rows
-            rows = []
-    if rows:
-        yield rows

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from pipeline import strict_json
 from pipeline.step import this_output_path
+from pipeline.fileio import url_to_fs
+from tokenizer.testing import make_tiny_qwen_style_tokenizer_dir
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +36,6 @@ def stand_in_checkpoint_step(config: StandInCheckpointConfig) -> dict:
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-    from steps.sharding import fs_and_path
-    from tokenizer.testing import make_tiny_qwen_style_tokenizer_dir
-
     with tempfile.TemporaryDirectory(prefix="soda-stand-in-") as tmp:
         make_tiny_qwen_style_tokenizer_dir(tmp)
         vocab = len(AutoTokenizer.from_pretrained(tmp))
@@ -51,7 +50,7 @@ def stand_in_checkpoint_step(config: StandInCheckpointConfig) -> dict:
                    "layers": config.layers, "seed": config.seed, "note": "random-init stand-in (plumbing)"}
         with open(os.path.join(tmp, "stand_in.json"), "w") as f:
             f.write(strict_json.dumps(summary, indent=1))
-        fs, path = fs_and_path(config.output_path)
+        fs, path = url_to_fs(config.output_path)
         fs.makedirs(path, exist_ok=True)
         fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
     logger.info("stand-in for %s: Qwen3 hidden %d, %d layers, vocab %d -> %s", config.stands_for, config.hidden,

@@ -28,9 +28,12 @@ from typing import Any
 import numpy as np
 
 from pipeline import this_output_path
-from steps.sharding import atomic_write_bytes, atomic_write_json, fs_and_path, join
-from steps.sharding import finished_parts, iter_record_batches, list_input_files, run_shards
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, join, url_to_fs
+from pipeline.fileio import list_input_files
+from steps.table_readers import iter_record_batches
+from steps.sharding import finished_parts, run_shards
 from tokenizer.vocab import BOS, EOS
+from tokenizer.fast_tokenize import FastTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +78,7 @@ def tokenize_shard(config: TokenizeConfig, index: int, path: str, shard_dir: str
     from levanter.store.cache import CacheMetadata, SerialCacheWriter
     from tqdm.auto import tqdm
 
-    from tokenizer.fast_tokenize import FastTokenizer
-
-    fs, p = fs_and_path(shard_dir)
+    fs, p = url_to_fs(shard_dir)
     if fs.exists(p):  # a crashed attempt: start the part again
         fs.rm(p, recursive=True)
     tok = FastTokenizer.from_pretrained(config.tokenizer)

@@ -390,12 +390,13 @@ def test_prompts_neutralise_hostile_text(llama3_dir):
 @pytest.fixture
 def small_cli(monkeypatch):
     from tests.test_mimi import SMALL
+    from steps import codec_cli
     from tokenizer import mimi as mimi_mod
 
     real_load = mimi_mod.load_mimi
     monkeypatch.setattr(mimi_mod, "load_mimi",
                         lambda model, device=None, **kw: real_load(model, device="cpu", config_overrides=SMALL))
-    return mimi_mod
+    return codec_cli
 
 
 def test_encode_cli_bad_and_odd_audio(tmp_path, small_cli, capsys):

@@ -32,7 +32,8 @@ from infra.gcs_emulator import _binary
 from pipeline.identity import compute_identity
 from pipeline.step import ExecutorStep
 from steps.pre_encoded import PreEncodedConfig, convert_pre_encoded, convert_table, drop_invalid_audio
-from steps.sharding import RetriesExhausted, ShardsFailed, iter_record_batches, run_shards, with_retries
+from steps.table_readers import iter_record_batches
+from steps.sharding import RetriesExhausted, ShardsFailed, run_shards, with_retries
 from tokenizer.audio import codes_to_chars
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -203,7 +203,7 @@ def test_offline_lock_datasets_fails_per_repo_and_writes_nothing(tmp_path):
 def test_cli_resolves_every_preset_repo_with_hfapi(tmp_path, monkeypatch, capsys):
     import huggingface_hub
 
-    from pipeline.cli import main
+    from infra.cli import main
     from steps.download_presets import hub_datasets
 
     repos = {d.repo for d in hub_datasets()}

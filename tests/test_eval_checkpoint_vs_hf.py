@@ -42,10 +42,11 @@ def trained(tmp_path_factory):
 
 
 def test_checkpoint_and_hf_export_give_the_same_logprobs(trained):
-    from eval.model import LevanterLM, TorchLM, latest_checkpoint_dir, resolve_hf_dir
+    from eval.model import LevanterLM, TorchLM, resolve_hf_dir
+    from steps.training.train_output import latest_checkpoint_of
 
     _, out = trained
-    ckpt, hf = latest_checkpoint_dir(str(out)), resolve_hf_dir(str(out))
+    ckpt, hf = latest_checkpoint_of(str(out)), resolve_hf_dir(str(out))
     assert ckpt.rsplit("/", 1)[-1] == hf.rsplit("/", 1)[-1] == "step-3"  # the same weights
     lev, torch_lm = LevanterLM(str(out)), TorchLM(hf, device="cpu")
     assert lev.backend == "levanter-jax" and lev.vocab_size == torch_lm.vocab_size == 16_842

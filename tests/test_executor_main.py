@@ -60,7 +60,7 @@ def test_script_failure_exits_nonzero_naming_steps_and_soda_log_reports_it(tmp_p
     assert out.returncode == 1
     assert "raw/b-a442a9f6: RuntimeError: deliberate failure" in out.stderr
     assert "did not run because a dependency failed: tokenized/ab-e729381d, analysis/total-7148b74d" in out.stderr
-    log = subprocess.run([sys.executable, "-m", "pipeline.cli", "log", prefix], capture_output=True, text=True,
+    log = subprocess.run([sys.executable, "-m", "infra.cli", "log", prefix], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert log.returncode == 0, log.stderr
     assert "executor_dag" in log.stdout and "failed" in log.stdout
@@ -73,7 +73,7 @@ def test_script_failure_exits_nonzero_naming_steps_and_soda_log_reports_it(tmp_p
 
 
 def test_soda_log_without_records_says_so(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "log", str(tmp_path)], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "infra.cli", "log", str(tmp_path)], capture_output=True,
                          text=True, cwd=REPO, timeout=60)
     assert out.returncode == 1 and "no experiment records" in out.stderr
 
@@ -85,14 +85,14 @@ def test_log_page_marks_plumbing_runs_and_their_descendants(tmp_path):
     from pipeline.plan import build_plan
     from tests.executor_dag import SumConfig, sum_values
 
-    for model, expected in (("random", True), ("kyutai/mimi", False)):
-        encoded = ExecutorStep("encoded/x", sum_values, SumConfig([], this_output_path(), "/l",
-                                                                  extra={"codec": {"mimi_model": model}}))
+    for plumbing, expected in (("random weights", True), (None, False)):
+        encoded = ExecutorStep("encoded/x", sum_values, SumConfig([], this_output_path(), "/l"), plumbing=plumbing)
         tokenized = ExecutorStep("tokenized/x", sum_values, SumConfig([encoded], this_output_path(), "/l"))
         unrelated = ExecutorStep("raw/y", sum_values, SumConfig([], this_output_path(), "/l"))
         plan = build_plan([tokenized, unrelated], str(tmp_path))
         record = ExperimentRecord(str(tmp_path), "t", plan, "d", "run")
         marked = [name.split("-")[0] for name in record.data["plumbing_steps"]]
         assert marked == (["encoded/x", "tokenized/x"] if expected else [])
-        assert ("PLUMBING RUN, NOT A SPEECH MODEL" in render_html(record.data)) is expected
+        assert ("PLUMBING RUN: 2 step(s) are marked as not meaningful or are built on one that is (random weights)"
+                in render_html(record.data)) is expected
         assert ("PLUMBING RUN" in render_markdown(record.data)) is expected

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pipeline import Executor, ExecutorError, ExecutorStep, ResourceConfig, this_output_path, versioned
-from pipeline import storage
+from pipeline import fileio, storage
 from pipeline.lease import LocalLease
 from tests.executor_dag import GOLDEN_NAMES, ValueConfig, build, write_value
 
@@ -59,7 +59,7 @@ def test_first_run_then_all_cached(prefix, ledger):
     total = executor.output_paths[executor.steps[-1]]
     assert value_at(total) == 3
     assert storage.read_status(total).status == "SUCCESS"
-    info = storage.read_json(os.path.join(total, ".executor_info"))
+    info = fileio.read_json(os.path.join(total, ".executor_info"), default=None)
     assert info["dependencies"] == {"inputs.0": GOLDEN_NAMES["tokenized/ab"]}
     assert info["config"]["out"] == total
     assert len(starts(ledger)) == 4
@@ -67,7 +67,7 @@ def test_first_run_then_all_cached(prefix, ledger):
     again = Executor(prefix, experiment_name="t").run(build(ledger))
     assert sorted(again.names("cached")) == sorted(GOLDEN_NAMES.values())
     assert len(starts(ledger)) == 4  # nothing executed
-    record = storage.read_json(again.record_url)
+    record = fileio.read_json(again.record_url, default=None)
     assert [r["status"] for r in record["runs"]] == ["succeeded", "succeeded"]
     assert record["order"][-1] == GOLDEN_NAMES["analysis/total"]
     assert os.path.exists(again.record_url[:-5] + ".html")
@@ -190,3 +190,22 @@ def test_all_cached_rerun_starts_no_ray(prefix, ledger):
     Executor(prefix, experiment_name="t").run(build(ledger))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["4", "False"]
+
+
+def test_the_report_builder_the_caller_passes_writes_the_page_sections(prefix, ledger):
+    """The executor knows no report of its own: a run without a builder has no report sections; with
+    one, its sections (built from the finished record) are on the record and the page."""
+    plain = Executor(prefix, experiment_name="plain").run(build(ledger))
+    assert "sections" not in fileio.read_json(plain.record_url) or not fileio.read_json(plain.record_url)["sections"]
+
+    def report(data):
+        states = data["runs"][-1]["steps"]
+        done = sorted(n for n, s in states.items() if s["status"] in ("succeeded", "cached"))
+        return [{"title": "Steps done", "html": f"<p>{len(done)} done</p>", "markdown": f"{len(done)} done"}]
+
+    result = Executor(prefix, experiment_name="reported", report=report).run(build(ledger))
+    record = fileio.read_json(result.record_url)
+    assert record["sections"] == [{"title": "Steps done", "html": "<p>4 done</p>", "markdown": "4 done",
+                                   "source": "report"}]
+    page = open(result.record_url[:-5] + ".html").read()
+    assert "<h2>Steps done</h2><p>4 done</p>" in page

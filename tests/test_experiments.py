@@ -65,7 +65,7 @@ def test_an_isoflop_run_trains_its_grid_points_own_shape_under_any_grid_setting(
     from pipeline.plan import build_plan
     from steps.scaling.grid import IsoFlopGridConfig, isoflop_grid, shape_for_width
     from steps.training.mixtures import FINAL
-    from steps.training.train import resolve
+    from steps.training.train_config import resolve
 
     grid = IsoFlopGridConfig(budgets=(3e18,), head_width=64, mlp_ratio=3, steps_per_run=2**12)
     points = isoflop_grid(grid)

@@ -135,7 +135,8 @@ def test_step_raising_after_half_its_files_is_failed_and_redone_on_rerun(tmp_pat
     b = storage.read_status(step_dir(prefix, "gen/b"))
     assert b.status == storage.FAILED and "deliberate failure of b-" in b.error
     assert sorted(os.listdir(step_dir(prefix, "gen/b"))) == [
-        ".executor_info", ".executor_lease", ".executor_log", ".executor_status", "part-000.txt", "part-001.txt"]
+        ".executor_info", ".executor_lease", ".executor_log", ".executor_progress", ".executor_status", "part-000.txt",
+        "part-001.txt"]
     assert status_of(prefix, "merge/ab") is None  # never started on half an input
     assert_no_partial_success(prefix, reference)
 

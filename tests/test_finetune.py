@@ -30,7 +30,8 @@ def test_recipe_maps_to_the_train_step_config():
 def test_supervised_components_use_levanters_supervised_format(tmp_path):
     from levanter.data.text import SupervisedLmDatasetFormat, TextLmDatasetFormat
 
-    from steps.training.train import build_train_lm_config, resolve
+    from steps.training.train import build_train_lm_config
+    from steps.training.train_config import resolve
     from tokenizer.testing import qwen_style_extended_dir
 
     tok = qwen_style_extended_dir(str(tmp_path))
@@ -102,13 +103,14 @@ def test_finetune_starts_from_the_init_model_masks_the_prompt_and_resumes(tmp_pa
     import pyarrow.parquet as pq
 
     from eval.model import load_scoring_model
-    from steps.s2st.cvss import write_cvss_fixture
+    from steps.s2st.fixture import write_cvss_fixture
     from steps.s2st.sft_data import S2stSftDataConfig, build_s2st_sft_data
     from steps.tokenize import TokenizeConfig, tokenize
     from steps.training.finetune import finetune
     from steps.training.mixtures import mixture
     from steps.training.optimizer import SodaRecipe
-    from steps.training.train import TrainConfig, train
+    from steps.training.train import train
+    from steps.training.train_config import TrainConfig
     from tests.test_mimi import SMALL
     from tokenizer.fast_tokenize import FastTokenizer
     from tokenizer.testing import qwen_style_extended_dir

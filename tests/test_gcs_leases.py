@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from pipeline import storage
+from pipeline import fileio, storage
 from pipeline.lease import GcsLease, lease_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +42,7 @@ def race(leases):
 def write_holder(url, owner, heartbeat):
     record = {"holder": owner, "host": "elsewhere", "pid": 1, "since": heartbeat, "heartbeat": heartbeat,
               "nonce": uuid.uuid4().hex}
-    assert storage.gcs_write_if(storage.join(url, storage.LEASE_FILE), json.dumps(record), 0) is not None
+    assert storage.gcs_write_if(fileio.join(url, storage.LEASE_FILE), json.dumps(record), 0) is not None
 
 
 def test_gs_prefix_gets_the_conditional_lease(where):
@@ -59,7 +59,7 @@ def test_ten_racing_acquirers_exactly_one_wins(where):
     finally:
         for lease in leases:
             lease.release()
-    assert storage.gcs_read(storage.join(where, storage.LEASE_FILE)) == (None, 0)  # released: deleted
+    assert storage.gcs_read(fileio.join(where, storage.LEASE_FILE)) == (None, 0)  # released: deleted
     assert GcsLease(where, "next").try_acquire()
 
 
@@ -145,8 +145,8 @@ def test_racing_executors_on_gs_run_each_step_once(gcs, tmp_path):
     ran = sorted(line.split()[1] for line in lines if line.startswith("start"))
     assert ran == sorted(name.split("/")[1] for name in GOLDEN_NAMES.values()), lines
     for name in GOLDEN_NAMES.values():
-        assert storage.read_status(storage.join(prefix, name)).status == "SUCCESS"
-        assert storage.gcs_read(storage.join(prefix, name, storage.LEASE_FILE)) == (None, 0)
+        assert storage.read_status(fileio.join(prefix, name)).status == "SUCCESS"
+        assert storage.gcs_read(fileio.join(prefix, name, storage.LEASE_FILE)) == (None, 0)
 
 
 def _slow_step(config) -> None:
@@ -168,7 +168,7 @@ def test_an_executor_whose_lease_is_taken_over_stops_its_step_and_waits_for_the_
     step = ExecutorStep(name="work/slow", fn=_slow_step, config={"started": str(started)})
     executor = Executor(prefix, experiment_name="lost_lease")
     output = executor.compute_versions([step]).steps[0].output_path
-    lease_url = storage.join(output, storage.LEASE_FILE)
+    lease_url = fileio.join(output, storage.LEASE_FILE)
 
     def take_over_when_started():
         deadline = time.time() + 120

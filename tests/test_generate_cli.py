@@ -1,4 +1,4 @@
-"""`soda generate` runs every task end to end through `pipeline.cli.main` on a tiny CPU model, from
+"""`soda generate` runs every task end to end through `infra.cli.main` on a tiny CPU model, from
 an HF export and from a Levanter checkpoint, and writes its files; missing inputs fail with exit 2
 before any model is loaded.
 
@@ -173,7 +173,7 @@ def memorised(tmp_path_factory):
 
 
 def _run(argv: list[str]) -> int:
-    from pipeline.cli import main
+    from infra.cli import main
 
     return main(["generate", *argv])
 

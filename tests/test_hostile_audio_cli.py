@@ -225,6 +225,7 @@ def test_encode_stream_matches_one_call_and_never_sees_more_than_a_window(small_
 
 
 def test_soda_encode_streams_a_long_file(tmp_path, small_mimi, monkeypatch, capsys):
+    from steps import codec_cli
     from tokenizer import mimi as mimi_mod
     from tokenizer.audio import chars_to_codes
 
@@ -234,7 +235,7 @@ def test_soda_encode_streams_a_long_file(tmp_path, small_mimi, monkeypatch, caps
     sf.write(wav, speechy(12.0, 16_000), 16_000)
     lengths = _recording_calls(small_mimi)
     try:
-        assert mimi_mod.encode_cli([str(wav), "--out", str(tmp_path / "c.txt"), "--model", "random"]) == 0
+        assert codec_cli.encode_cli([str(wav), "--out", str(tmp_path / "c.txt"), "--model", "random"]) == 0
     finally:
         del small_mimi.encode
     assert max(lengths) == 25 * 1920 and len(lengths) == 6
@@ -255,7 +256,7 @@ def no_model(*a, **k):
     sys.exit(99)
 import eval.model, tokenizer.build, tokenizer.mimi
 eval.model.load_scoring_model = tokenizer.mimi.load_mimi = tokenizer.build.build_extended_tokenizer = no_model
-from pipeline.cli import main
+from infra.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -330,7 +331,7 @@ def test_bad_cli_input_is_one_line_before_any_model_loads(files, argv, code, say
 def test_generate_refuses_an_out_dir_whose_files_are_inputs(files, capsys, monkeypatch):
     """`--out DIR` writes DIR/output.wav: refused when that is the --audio file."""
     import eval.model
-    from pipeline.cli import main
+    from infra.cli import main
 
     monkeypatch.setattr(eval.model, "load_scoring_model", lambda *a, **k: pytest.fail("a model was loaded"))
     (files / "out").mkdir()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from steps.training.mixtures import FINAL, PRELIM, anneal_start_step, mixture
-from steps.training.train import TrainConfig, build_train_lm_config, checkpoint_to_initialize_from, resolve
+from steps.training.train import build_train_lm_config, checkpoint_to_initialize_from
+from steps.training.train_config import TrainConfig, resolve
 
 
 def _run_with_checkpoints(root: Path, steps: list[int], incomplete: tuple[int, ...] = ()) -> str:

@@ -32,12 +32,14 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
     from pipeline.experiment_log import ExperimentRecord
+    from steps.report import build_sections
 
     root = tmp_path_factory.mktemp("browser")
     data = make_record(root)
     record = ExperimentRecord.__new__(ExperimentRecord)
     record.url = str(root / "experiments" / "handmade-abc123.json")
     record.data, record.run = data, data["runs"][-1]
+    record.report = build_sections
     record.finish("success")  # the report sections, the page and the index, as at the end of a run
     return root / "experiments" / "handmade-abc123.html"
 
@@ -65,7 +67,7 @@ def test_rendered_dom_has_tables_and_plot(page, tmp_path):
     assert dom.count("<table class=\"report\"") >= 4  # results, conventions, training runs, fits, correlations
     assert "Results: model x metric" in dom and "SODA-base-600M (published)" in dom
     assert "<svg" in dom and 'id="isoflop-line"' in dom and "<figcaption>isoflop_curves.svg</figcaption>" in dom
-    assert "PLUMBING RUN, NOT A SPEECH MODEL" in dom
+    assert "PLUMBING RUN: " in dom
     assert 'href="https://wandb.ai/soda/isoflop/runs/tiny-a"' in dom
 
 

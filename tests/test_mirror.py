@@ -405,7 +405,7 @@ def test_make_mirror_writes_through_fsspec_and_is_deterministic(mirrored_downloa
 
 
 def test_make_mirror_cli(tmp_path, capsys):
-    from pipeline.cli import main
+    from infra.cli import main
 
     assert main(["make-mirror", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out

@@ -17,7 +17,8 @@ from pipeline.plan import topological_order
 from steps.training.accounting import SODA_PRESETS, params_total
 from steps.training.mixtures import FINAL
 from steps.training.placement import GiB, train_placement_problems, training_memory
-from steps.training.train import TrainConfig, train
+from steps.training.train import train
+from steps.training.train_config import TrainConfig
 from tests.executor_dag import ValueConfig, write_value
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -107,7 +107,7 @@ def launch(prefix, ledger, cwd, env):
 
 def race_executors(prefix, tmp_path, n, env):
     """`n` executors on one experiment at once; every one's run is on record with its outcome."""
-    from pipeline.experiment_log import list_records
+    from pipeline.record_store import list_records
     from tests.test_executor_processes import finish
 
     ledger = str(tmp_path / "ledger.txt")

@@ -18,8 +18,9 @@ import uuid
 
 import pytest
 
-from pipeline import Executor, storage
-from pipeline.experiment_log import ExperimentRecord, cli_main, record_path
+from pipeline import Executor, fileio, storage
+from pipeline.experiment_log import ExperimentRecord, cli_main
+from pipeline.record_store import record_path
 from pipeline.lease import LocalLease, new_owner_id
 from pipeline.log_page import render_html, render_markdown
 from pipeline.plan import build_plan
@@ -52,7 +53,7 @@ CORRUPTIONS = {  # name -> (bytes from the good record's bytes, a phrase of the 
     "binary junk": (lambda good: bytes(range(256)) * 8, "not UTF-8"),
     "empty": (lambda good: b"", "empty file"),
     "nested too deep": (lambda good: b"[" * 200_000, "nested too deeply"),
-    "a newer schema": (lambda good: json.dumps({**json.loads(good), "schema": 2}).encode(), "a newer SODA wrote it"),
+    "a newer schema": (lambda good: json.dumps({**json.loads(good), "schema": 2}).encode(), "a newer version wrote it"),
     "an older schema": (lambda good: json.dumps({**json.loads(good), "schema": 0}).encode(), "schema 0"),
     "runs not a list": (lambda good: json.dumps({**json.loads(good), "runs": "yesterday"}).encode(),
                         "runs is a string, not a list"),
@@ -112,12 +113,12 @@ def test_corrupt_record_on_an_object_store_is_moved_aside_there(ledger, caplog):
     prefix = f"memory://soda-test-{uuid.uuid4().hex[:8]}/prefix"
     plan = build_plan(build(ledger), prefix)
     url = record_path(prefix, "t", plan.dag_hash())
-    storage.write_text_atomic(url, '{"schema": 1, "runs": [')
+    fileio.atomic_write_text(url, '{"schema": 1, "runs": [')
     with caplog.at_level(logging.WARNING):
         record = ExperimentRecord(prefix, "t", plan, "d", new_owner_id())
     assert record.data["runs"] == [record.run]
     record.save()
-    fs, experiments = storage.url_to_fs(url.rsplit("/", 1)[0])
+    fs, experiments = fileio.url_to_fs(url.rsplit("/", 1)[0])
     aside = [p for p in fs.ls(experiments, detail=False) if ".corrupt-" in p]
     assert len(aside) == 1 and fs.cat_file(aside[0]) == b'{"schema": 1, "runs": ['
     assert any("moved aside" in r.getMessage() and url in r.getMessage() for r in caplog.records)
@@ -133,7 +134,7 @@ def test_on_an_object_store_a_run_dies_when_its_heartbeat_goes_stale():
     lease = f"{prefix}/experiments/.runs/elsewhere-7-0123abcd/.executor_lease"
     for age, died in ((10, False), (200, True)):  # the heartbeat lease's ttl is 90 s
         beat = time.time() - age
-        storage.write_text_atomic(lease, json.dumps({"holder": "elsewhere-7-0123abcd", "host": "elsewhere", "pid": 7,
+        fileio.atomic_write_text(lease, json.dumps({"holder": "elsewhere-7-0123abcd", "host": "elsewhere", "pid": 7,
                                                      "since": beat - 60, "heartbeat": beat}))
         run = {"run_id": "elsewhere-7-0123abcd", "status": "running", "host": "elsewhere", "run_lease": True}
         assert executor_gone(run, {}, url) is died

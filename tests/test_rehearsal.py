@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import ExecutorStep, output_path_of, this_output_path, unversioned, versioned
+from pipeline import ExecutorStep, output_path_of, this_output_path, unwrap_versioned, versioned
 from pipeline.plan import build_plan, topological_order
 from pipeline.rewrite import rewrite_dag
 
@@ -61,7 +61,7 @@ def test_rewrite_dag_rewrites_each_step_once_and_keeps_shared_dependencies_share
     assert seen == ["raw/a", "documents/b", "documents/c", "analysis/d"]
     order = topological_order([new_d])
     new_a = order[0]
-    assert new_a.name == "raw/a" and unversioned(new_a.config.value) == 10
+    assert new_a.name == "raw/a" and unwrap_versioned(new_a.config.value) == 10
     # both middle steps point at the one rewritten raw/a (sub-path kept), not at the original
     b2, c2 = (s for s in order if s.name.startswith("documents/"))
     assert b2.config.inputs[0].step is new_a and c2.config.inputs[0].step is new_a
@@ -71,7 +71,7 @@ def test_rewrite_dag_rewrites_each_step_once_and_keeps_shared_dependencies_share
     old_plan, new_plan = build_plan([d], "/p"), build_plan([new_d], "/p")
     assert {p.name: p.identity.hash for p in old_plan.steps}.keys() == {p.name: p.identity.hash for p in new_plan.steps}.keys()
     assert all(o.identity.hash != n.identity.hash for o, n in zip(old_plan.steps, new_plan.steps))
-    assert unversioned(a.config.value) == 1  # the declared DAG is untouched
+    assert unwrap_versioned(a.config.value) == 1  # the declared DAG is untouched
 
 
 def test_rewrite_rule_must_return_a_step():
@@ -111,15 +111,15 @@ def test_rehearsal_dag_of_exp1699_shrinks_training_and_evaluation(exp1699):
         c = step.config
         assert c.tpu == "v5p-16" and step.resources.tpu == "v5p-16"  # 2 hosts of 4 chips: a multi-host launch
         assert c.require_accelerator is False
-        assert unversioned(c.batch_size) == scale.batch_size and unversioned(c.num_steps) == scale.train_steps
-        assert unversioned(c.token_budget) is None and unversioned(c.seq_len) == scale.seq_len
-        shape = unversioned(c.shape)
+        assert unwrap_versioned(c.batch_size) == scale.batch_size and unwrap_versioned(c.num_steps) == scale.train_steps
+        assert unwrap_versioned(c.token_budget) is None and unwrap_versioned(c.seq_len) == scale.seq_len
+        shape = unwrap_versioned(c.shape)
         assert shape.layers == scale.layers and shape.vocab_size == 144_644 and shape.qk_norm
         widths.append(shape.hidden)
     assert widths == [32, 64, 128, 160]  # the four SODA widths / 16: the models still differ in size
     judges = {s.config.tts_asr_judge.step for s in evals}
     assert len(judges) == 1 and next(iter(judges)).name == "judges/random-init"
-    assert all(unversioned(s.config.mimi_model) == "random" and unversioned(s.config.max_examples) == 4 for s in evals)
+    assert all(unwrap_versioned(s.config.mimi_model) == "random" and unwrap_versioned(s.config.max_examples) == 4 for s in evals)
     # the declared production DAG is untouched
     assert all(s.config.tpu in ("v5p-32", "v5p-64", "v5p-128", "v5p-256") for s in trains_before)
     assert all(s.config.mimi_model == "kyutai/mimi" for s in evals_before)
@@ -203,7 +203,7 @@ def _post(url: str, data: bytes) -> int:
 
 def test_gcs_emulator_answers_generation_preconditions_and_serves_the_stack(tmp_path):
     from infra.gcs_emulator import GcsEmulator
-    from steps.sharding import atomic_write_json, read_json
+    from pipeline.fileio import atomic_write_json, read_json
 
     with GcsEmulator(buckets=["soda-test"]) as gcs:
         assert os.environ["TENSORSTORE_GCS_HTTP_URL"] == gcs.url == os.environ["STORAGE_EMULATOR_HOST"]

@@ -10,7 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from steps.s2st.cvss import CvssPair, iter_pairs, write_cvss_fixture
+from steps.s2st.cvss import CvssPair, iter_pairs
+from steps.s2st.fixture import write_cvss_fixture
 from steps.s2st.fixture import fixture_pairs
 
 
@@ -298,10 +299,9 @@ def test_levanter_supervised_format_reads_our_weights(sft_out):
 def test_fixture_step_writes_the_layout_and_a_summary(tmp_path):
     import json
 
-    from eval.fixtures import fixture_step_fn
-    from steps.s2st.cvss import cvss_fixture_step
+    from eval.fixtures import fixture_step_fn, local_fixture_step
 
-    step = cvss_fixture_step()
+    step = local_fixture_step("cvss", name="raw/local-cvss-t")
     assert step.name == "raw/local-cvss-t" and step.fn is fixture_step_fn
     out = str(tmp_path / "fixture")
     fixture_step_fn(type(step.config)(kind="cvss", output_path=out))

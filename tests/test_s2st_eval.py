@@ -65,7 +65,8 @@ def _build(root: Path) -> dict:
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
     from eval.judges import make_random_judges
-    from steps.s2st.cvss import iter_pairs, write_cvss_fixture
+    from steps.s2st.cvss import iter_pairs
+    from steps.s2st.fixture import write_cvss_fixture
     from tests.test_generate_cli import _memorize
     from tokenizer import prompts as P
     from tokenizer.audio import codes_to_chars

@@ -1,4 +1,4 @@
-"""The offline main job (experiments/soda_local.py) and the report it ends with (pipeline/report.py).
+"""The offline main job (experiments/soda_local.py) and the report it ends with (steps/report.py).
 
 Fast tests build a record by hand from small summary.json files (train, eval, fits with a real
 SVG plot, correlations) and check the report's sections, the page and the index. The slow test
@@ -84,11 +84,12 @@ def make_record(root: Path) -> dict:
 
 
 def test_report_sections_from_handmade_summaries(tmp_path):
-    from pipeline.report import add_report
+    from pipeline.experiment_log import add_report
+    from steps.report import build_sections
 
     data = make_record(tmp_path)
-    assert add_report(data) == 4
-    assert add_report(data) == 4  # idempotent: the report's own sections are replaced, others kept
+    assert add_report(data, build_sections) == 4
+    assert add_report(data, build_sections) == 4  # idempotent: the report's own sections are replaced, others kept
     titles = [s["title"] for s in data["sections"]]
     assert titles == ["Kept section", "Results: model x metric", "Training runs", "Scaling laws (analysis/fits-333)",
                       "Correlations (analysis/corr-444)"]
@@ -116,7 +117,7 @@ def test_report_sections_from_handmade_summaries(tmp_path):
 
 
 def test_results_mark_the_columns_scored_by_the_papers_judges_as_on_its_scale(tmp_path):
-    from pipeline.report import results_section
+    from steps.report import results_section
 
     def tts(sim_judge, asr_judge):
         return ("evaluation/tts-x", {"output_path": "/e"}, {
@@ -136,7 +137,7 @@ def test_results_mark_the_columns_scored_by_the_papers_judges_as_on_its_scale(tm
 
 
 def test_report_survives_missing_and_broken_summaries(tmp_path):
-    from pipeline.report import build_sections
+    from steps.report import build_sections
 
     data = make_record(tmp_path)
     (tmp_path / "analysis/fits-333/summary.json").write_text("{not json")
@@ -148,17 +149,20 @@ def test_report_survives_missing_and_broken_summaries(tmp_path):
 
 
 def test_finish_writes_report_page_and_index(tmp_path):
-    from pipeline.experiment_log import ExperimentRecord, cli_main, index_path
+    from pipeline.experiment_log import ExperimentRecord, cli_main
+    from pipeline.record_store import index_path
+    from steps.report import build_sections
     from pipeline.log_page import index_rows
 
     data = make_record(tmp_path)
     record = ExperimentRecord.__new__(ExperimentRecord)  # a record as the executor holds it mid-run
     record.url = str(tmp_path / "experiments" / "handmade-abc123.json")
     record.data, record.run = data, data["runs"][-1]
+    record.report = build_sections
     record.finish("success")
     page = (tmp_path / "experiments" / "handmade-abc123.html").read_text()
     assert "Results: model x metric" in page and "<svg" in page and "SODA-base-1.7B (published)" in page
-    assert "PLUMBING RUN, NOT A SPEECH MODEL" in page
+    assert "PLUMBING RUN: 9 step(s) are marked as not meaningful" in page
     saved = json.loads((tmp_path / "experiments" / "handmade-abc123.json").read_text())
     assert [s["title"] for s in saved["sections"]][1] == "Results: model x metric"
     md = (tmp_path / "experiments" / "handmade-abc123.md").read_text()
@@ -193,7 +197,7 @@ def test_soda_local_end_to_end_log_has_report(tmp_path):
     line = [x for x in out.stdout.splitlines() if x.startswith("experiment log: ")][-1]
     page_path = line.split("experiment log: ", 1)[1].split(" ", 1)[0]
     page = Path(page_path).read_text()
-    assert "PLUMBING RUN, NOT A SPEECH MODEL" in page and "plumbing run, not a speech model".upper() in page.upper()
+    assert "PLUMBING RUN: " in page and "random-weight Mimi, whose codes are not speech tokens" in page
     assert "Results: model x metric" in page and "SODA-base-4B (published)" in page
     assert "Scaling laws (analysis/local-isoflop-scaling-laws" in page and "Correlations (analysis/" in page
     # Approach 3's loss predictions and NLL vs metrics; plus the IsoFLOP curves and allocation when the

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline import ExecutorStep, storage, this_output_path, versioned
+from pipeline import ExecutorStep, fileio, storage, this_output_path, versioned
 from pipeline.step_log import LOG_FILE, StepLogWriter, capture_step_output, cli_main, resolve
 from tests.fault_harness import REPO, env_for, finish, kill_group, step_dir
 
@@ -73,7 +73,7 @@ def run_executor(prefix: str, *args: str, env: dict | None = None) -> tuple[int,
 
 
 def soda_logs(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "logs", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "infra.cli", "logs", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO, **(env or {})))
 
 
@@ -180,13 +180,13 @@ def test_object_store_log_keeps_earlier_attempts_and_uploads_at_close(gcs):
     output = f"gs://{BUCKET}/{uuid.uuid4().hex[:8]}/step-abc"
     first = StepLogWriter(output, interval=3600)  # no periodic upload during the test: only close's
     first.write("attempt one\n")
-    assert storage.read_text(output + "/" + LOG_FILE) is None
+    assert fileio.read_text(output + "/" + LOG_FILE, default=None) is None
     first.close()
-    assert storage.read_text(output + "/" + LOG_FILE) == "attempt one\n"
+    assert fileio.read_text(output + "/" + LOG_FILE, default=None) == "attempt one\n"
     second = StepLogWriter(output, interval=3600)
     second.write("attempt two\n")
     second.close()
-    assert storage.read_text(output + "/" + LOG_FILE) == "attempt one\nattempt two\n"
+    assert fileio.read_text(output + "/" + LOG_FILE, default=None) == "attempt one\nattempt two\n"
 
 
 def test_capture_redacts_a_secret_split_across_writes_and_restores_the_descriptors(tmp_path, monkeypatch, capfd):
@@ -210,7 +210,7 @@ def test_name_resolves_to_the_most_recently_run_output(tmp_path, capsys):
     for digest, when in (("aaaa11", 100.0), ("bbbb22", 200.0)):
         path = os.path.join(prefix, "tokenized", f"corpus-{digest}")
         storage.write_json_atomic(os.path.join(path, storage.STATUS_FILE), {"status": "SUCCESS", "time": when})
-        storage.write_text_atomic(os.path.join(path, LOG_FILE), f"log of {digest}\n")
+        fileio.atomic_write_text(os.path.join(path, LOG_FILE), f"log of {digest}\n")
     os.makedirs(os.path.join(prefix, "tokenized", "corpus-extra-cccc33"))  # another step's name
     path, note = resolve("tokenized/corpus", prefix)
     assert path.endswith("corpus-bbbb22") and "2 outputs" in note and "corpus-aaaa11" in note, note

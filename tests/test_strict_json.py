@@ -15,8 +15,9 @@ import logging
 import numpy as np
 import pytest
 
-from pipeline import report, storage, strict_json
-from steps import sharding
+from pipeline import storage, strict_json
+from steps import report
+from pipeline import fileio
 from steps.scaling.analysis import NLL_METRIC, NLL_TASK, RunRef, read_run
 from steps.training.metrics import METRICS_FILE, JsonlMetricsTracker, read_jsonl
 
@@ -40,7 +41,7 @@ SUMMARY = {"task": "asr", "metrics": {"wer": NAN, "acc": 0.5}, "losses": [1.0, N
 COUNTS = {"metrics.wer": {"nan": 1}, "losses[]": {"nan": 2, "inf": 1, "-inf": 1}}
 
 
-@pytest.mark.parametrize("writer", [storage.write_json_atomic, sharding.atomic_write_json])
+@pytest.mark.parametrize("writer", [storage.write_json_atomic, fileio.atomic_write_json])
 def test_writers_write_null_and_count_it(tmp_path, writer):
     path = tmp_path / "summary.json"
     writer(str(path), SUMMARY)
@@ -77,13 +78,13 @@ def test_metrics_jsonl_lines_are_strict(tmp_path):
 
 
 def _eval_summary(path, task: str, metrics: dict) -> str:
-    sharding.atomic_write_json(f"{path}/summary.json", {"task": task, "metrics": metrics})
+    fileio.atomic_write_json(f"{path}/summary.json", {"task": task, "metrics": metrics})
     return str(path)
 
 
 def test_scaling_analysis_reads_null_as_missing(tmp_path):
     train = tmp_path / "train"
-    sharding.atomic_write_json(f"{train}/summary.json", {"params_total": 10, "params_nonembedding": 8,
+    fileio.atomic_write_json(f"{train}/summary.json", {"params_total": 10, "params_nonembedding": 8,
                                                          "tokens": 100, "training_flops": 4800.0})
     evals = {"nll": _eval_summary(tmp_path / "nll", NLL_TASK, {NLL_METRIC: NAN}),
              "asr": _eval_summary(tmp_path / "asr", "asr", {"wer": INF, "cer": 0.25})}
@@ -96,7 +97,7 @@ def test_report_reads_null_as_missing(tmp_path):
     asr = _eval_summary(tmp_path / "asr", "asr", {"wer": NAN})
     sblimp = _eval_summary(tmp_path / "sblimp", "sblimp", {"acc": 0.75})
     fits = tmp_path / "fits"
-    sharding.atomic_write_json(f"{fits}/summary.json", {
+    fileio.atomic_write_json(f"{fits}/summary.json", {
         "runs": 3, "budgets": [1e18, NAN], "approach3": {"alpha": NAN, "beta": 0.4},
         "intervals": {"approach3": {"alpha": [NAN, 0.7], "beta": [0.3, 0.5], "level": 0.95}}})
     steps = {"evaluation/asr": {"fn": report.EVAL_FN, "output_path": asr, "config": {"model_path": "/m/tiny"}},
@@ -111,7 +112,8 @@ def test_report_reads_null_as_missing(tmp_path):
 
 
 def test_a_diverged_runs_final_loss_is_null_and_counted_not_an_earlier_finite_loss(tmp_path):
-    from steps.training.train import TrainConfig, resolve, write_summary
+    from steps.training.train import write_summary
+    from steps.training.train_config import TrainConfig, resolve
 
     config = TrainConfig(caches={name: "unused" for name in ("yodas2-en", "emilia-yodas-en", "emilia-en",
                                                            "nemotron-cc-hq-actual")},

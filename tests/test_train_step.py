@@ -32,7 +32,8 @@ def pipeline_steps(base_tokenizer: str, num_steps: int = NUM_STEPS):
     from steps.tokenize import TokenizeConfig, tokenize
     from steps.training.mixtures import mixture
     from steps.training.optimizer import SodaRecipe
-    from steps.training.train import TrainConfig, train
+    from steps.training.train import train
+    from steps.training.train_config import TrainConfig
     from tests.test_mimi import SMALL
     from tokenizer.build import BuildTokenizerConfig, build_tokenizer_step
 
@@ -167,7 +168,8 @@ def test_warm_start_from_a_tiny_local_qwen3_checkpoint(tmp_path):
     from steps.tokenize import TokenizeConfig, tokenize
     from steps.training.mixtures import mixture
     from steps.training.optimizer import SodaRecipe
-    from steps.training.train import TrainConfig, train
+    from steps.training.train import train
+    from steps.training.train_config import TrainConfig
     from tokenizer.audio import codes_to_chars
     from tokenizer.testing import qwen_style_extended_dir
 

@@ -31,6 +31,8 @@ from pipeline import this_output_path
 from tokenizer.audio import CODEBOOK_SIZE, NUM_CODEBOOKS, UNICODE_OFFSET
 from tokenizer.vocab import BOS, EOS, LLAMA3_BASE_VOCAB_SIZE, LLAMA3_BOS_ID, LLAMA3_BPE_SHA256, LLAMA3_EOS_ID
 from tokenizer.vocab import LLAMA3_LAYOUT, SODA_SPECIAL_TOKENS, VocabLayout
+from pipeline.cli_checks import first_problem, input_dir_problem, number_problem, overwrite_problem
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, join, local_copy, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +141,6 @@ def resolve_base(base: str) -> str:
     if base.startswith("hf://"):
         return base[len("hf://") :]
     if "://" in base:
-        from steps.sharding import local_copy
-
         return local_copy(base)
     return base
 
@@ -360,8 +360,6 @@ def check_extended(tok, layout: VocabLayout, vocab: dict[str, int], family: str,
 
 def save_extended_tokenizer(tok, layout: VocabLayout, out: str, base: str) -> dict[str, Any]:
     """Save to `out` (local or fsspec URL), atomically per file. Returns the summary dict."""
-    from steps.sharding import atomic_write_bytes, atomic_write_json, join
-
     summary = {
         "base": base,
         **asdict(layout),
@@ -389,8 +387,6 @@ def save_extended_tokenizer(tok, layout: VocabLayout, out: str, base: str) -> di
 
 def load_layout(tokenizer_dir: str) -> VocabLayout:
     """The VocabLayout recorded in a built tokenizer directory."""
-    from steps.sharding import join, read_json
-
     data = read_json(join(tokenizer_dir, LAYOUT_FILE))
     return VocabLayout(data["base_vocab_size"], data["num_codebooks"], data["codebook_size"])
 
@@ -460,8 +456,6 @@ def cli_main(argv: list[str]) -> int:
 
 
 def _cli_problem(args) -> Optional[str]:
-    from steps.cli_checks import first_problem, input_dir_problem, number_problem, overwrite_problem
-
     problem = first_problem(
         number_problem("--num-codebooks", args.num_codebooks, minimum=1),
         number_problem("--codebook-size", args.codebook_size, minimum=1),

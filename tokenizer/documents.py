@@ -40,7 +40,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from tokenizer.audio import AUDIO_CHAR_END, NUM_CODEBOOKS, UNICODE_OFFSET, str_to_codepoints
+from tokenizer.audio import AUDIO_CHAR_END, NUM_CODEBOOKS, UNICODE_OFFSET, chars_to_codes, str_to_codepoints
 from tokenizer.vocab import AUDIO_END, AUDIO_START, BOS, EOS, TEXT_END, TEXT_START
 
 logger = logging.getLogger(__name__)
@@ -133,8 +133,6 @@ def sanitize_text(
 
 def audio_error(audio: str, num_codebooks: int = NUM_CODEBOOKS) -> Optional[str]:
     """Why `audio` is not a valid frame-major audio string, or None if it is."""
-    from tokenizer.audio import chars_to_codes
-
     try:
         chars_to_codes(audio, num_codebooks=num_codebooks)
     except (ValueError, UnicodeEncodeError) as e:

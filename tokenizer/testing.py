@@ -10,6 +10,7 @@ tokenizer.model, without tokenizer_config.json, as a downloaded Llama 3 checkpoi
 from __future__ import annotations
 
 import os
+from tokenizer.build import _llama3_package_tokenizer_json, build_extended_tokenizer, save_extended_tokenizer
 
 QWEN_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -64,8 +65,6 @@ def make_llama3_files_only_dir(path: str, with_model: bool = True) -> str:
     """`path` holding the Llama 3 tokenizer.json (and tokenizer.model) only; returns `path`."""
     import shutil
 
-    from tokenizer.build import _llama3_package_tokenizer_json
-
     src = _llama3_package_tokenizer_json()
     os.makedirs(path, exist_ok=True)
     shutil.copy(src, os.path.join(path, "tokenizer.json"))
@@ -76,8 +75,6 @@ def make_llama3_files_only_dir(path: str, with_model: bool = True) -> str:
 
 def llama3_extended_dir(root: str) -> str:
     """The Llama 3 based SODA tokenizer built under `root` (reused if already there)."""
-    from tokenizer.build import build_extended_tokenizer, save_extended_tokenizer
-
     out = os.path.join(root, "soda-llama3-tokenizer")
     if not os.path.isfile(os.path.join(out, "tokenizer.json")):
         tok, layout = build_extended_tokenizer("llama3")
@@ -88,8 +85,6 @@ def llama3_extended_dir(root: str) -> str:
 def qwen_style_extended_dir(root: str) -> str:
     """The tiny Qwen3-style base under `root`/tiny-qwen-base and its SODA extension under
     `root`/tiny-qwen-soda (reused if already there). Returns the extension's directory."""
-    from tokenizer.build import build_extended_tokenizer, save_extended_tokenizer
-
     base = os.path.join(root, "tiny-qwen-base")
     out = os.path.join(root, "tiny-qwen-soda")
     if not os.path.isfile(os.path.join(out, "tokenizer.json")):

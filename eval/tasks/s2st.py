@@ -29,20 +29,18 @@ from eval.judges import SpeakerJudge, WhisperJudge, describe_sim_judge, is_rando
 from eval.tasks.common import EvalContext, TaskResult, token_convention
 from eval.wer import normalize_asr
 from tokenizer.prompts import s2st_prompt
+from eval.generate import decode_answer
+from steps.s2st.cvss import iter_pairs
 
 
 def cvss_examples(root: str, split: str, limit, skipped: Counter) -> Iterator[dict]:
     """CVSS pairs (steps.s2st.cvss.iter_pairs) as examples for EvalContext.map_chunks."""
-    from steps.s2st.cvss import iter_pairs
-
     for p in iter_pairs(root, split, limit=limit, skipped=skipped):
         yield {"id": p.id, "source_lang": p.source_lang, "source_text": p.source_text, "target_text": p.target_text,
                "source_audio": p.source_audio, "target_audio": p.target_audio}
 
 
 def _chunk_fn(ctx: EvalContext, asr_judge: WhisperJudge, sim_judge: SpeakerJudge):
-    from eval.generate import decode_answer
-
     offset = [0]
 
     def run(chunk: list[dict]) -> list[dict]:

@@ -24,6 +24,7 @@ from eval.judges import WhisperJudge, is_random_judge, load_speaker_judge, to_16
 from eval.tasks.common import EvalContext, TaskResult, token_convention
 from eval.wer import normalize_tts, utterance_wers, whisper_normalizer
 from tokenizer.prompts import voice_tts_prompt
+from pipeline.fileio import atomic_write_bytes, join
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ def _save_wav(ctx: EvalContext, ident: str, audio: np.ndarray) -> None:
     import io
 
     import soundfile as sf
-
-    from steps.sharding import atomic_write_bytes, join
 
     buf = io.BytesIO()
     sf.write(buf, audio, 24_000, format="FLAC", subtype="PCM_16")

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+from pipeline.fileio import join, url_to_fs
+from steps.audio_io import BadAudioError, load_audio_file
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +71,10 @@ class CvssPair:
 
 
 def _fs(url: str):
-    from steps.sharding import fs_and_path
-
-    return fs_and_path(url)
+    return url_to_fs(url)
 
 
 def _join(*parts: str) -> str:
-    from steps.sharding import join
-
     return join(*parts)
 
 
@@ -156,8 +154,6 @@ def read_common_voice_sentences(root: str, lang: str) -> dict[str, str]:
 
 
 def _load(url: str) -> np.ndarray:
-    from steps.audio_io import load_audio_file
-
     return load_audio_file(url)
 
 
@@ -173,8 +169,6 @@ def _target_audio(lang_dir: str, split: str, clip: str) -> np.ndarray:
 
 
 def _audio_or_skip(load, what: str, pair_id: str, skipped: Counter) -> Optional[np.ndarray]:
-    from steps.audio_io import BadAudioError
-
     try:
         return load()
     except FileNotFoundError as e:
@@ -230,18 +224,3 @@ def iter_pairs(
             produced += 1
             if limit is not None and produced >= limit:
                 return
-
-
-def write_cvss_fixture(out: str, n_per_split: int = 4) -> int:
-    """Write the offline CVSS-T + Common Voice fixture (this layout) to local `out`; returns pairs
-    written. See `steps.s2st.fixture`."""
-    from steps.s2st.fixture import write_cvss_fixture as write
-
-    return write(out, n_per_split)
-
-
-def cvss_fixture_step(name: str = "raw/local-cvss-t"):
-    """The fixture as an executor step whose output `iter_pairs` reads like the prepared downloads."""
-    from steps.s2st.fixture import cvss_fixture_step as step
-
-    return step(name)

@@ -4,7 +4,7 @@ layout `steps.s2st.cvss` reads, with the releases' own file formats: CVSS split 
 header and 24 kHz 16-bit wav targets named `{clip}.wav`; Common Voice `validated.tsv` with its
 header and mp3 clips. It exercises the code; it measures nothing.
 
-    write_cvss_fixture("/tmp/cvss", n_per_split=4)      # or cvss_fixture_step() as a step (all 12)
+    write_cvss_fixture("/tmp/cvss", n_per_split=4)      # or eval.fixtures.local_fixture_step("cvss") (all 12)
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import os
+from steps.audio_io import decode_audio_bytes, to_mono_24k
+from steps.s2st.cvss import COMMON_VOICE_DIR, CVSS_DIR, SPLITS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = os.path.join(HERE, "cvss_fixture")
@@ -26,8 +28,6 @@ def fixture_pairs() -> list[dict]:
 
 def _wav24k(mp3: bytes) -> bytes:
     import soundfile as sf
-
-    from steps.audio_io import decode_audio_bytes, to_mono_24k
 
     samples, sr = decode_audio_bytes(mp3, "mp3")
     buf = io.BytesIO()
@@ -44,8 +44,6 @@ def _write(path: str, data: bytes) -> None:
 def write_cvss_fixture(out: str, n_per_split: int = 4) -> int:
     """Write the first `n_per_split` pairs of each split (at most 4 exist) under local `out`;
     returns the number of pairs written."""
-    from steps.s2st.cvss import COMMON_VOICE_DIR, CVSS_DIR, SPLITS
-
     chosen = []
     for split in SPLITS:
         chosen += [p for p in fixture_pairs() if p["split"] == split][:n_per_split]
@@ -69,11 +67,3 @@ def write_cvss_fixture(out: str, n_per_split: int = 4) -> int:
                 _write(os.path.join(cv_dir, "clips", p["clip"]), f.read())
         _write(os.path.join(cv_dir, "validated.tsv"), ("\n".join(lines) + "\n").encode("utf-8"))
     return len(chosen)
-
-
-def cvss_fixture_step(name: str = "raw/local-cvss-t"):
-    """`raw/local-cvss-t`: the fixture (all twelve pairs) as a step whose output `iter_pairs` reads;
-    the eval fixtures' step (`eval.fixtures.local_fixture_step("cvss")`) under this name."""
-    from eval.fixtures import local_fixture_step
-
-    return local_fixture_step("cvss", name=name)

@@ -24,6 +24,9 @@ from typing import Iterator, Optional
 from pipeline.step import ExecutorStep, ResourceConfig, this_output_path, versioned
 from steps.dataset_lock import HubDataset, locked_revision
 from steps.download import DownloadConfig
+from pipeline import output_path_of
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, exists, join, read_json, same_kind, url_to_fs
+from steps.s2st.cvss import COMMON_VOICE_DIR, CVSS_DIR, SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +71,7 @@ class PrepareCvssConfig:
 
 def _iter_tar(url: str) -> Iterator[tuple[str, bytes]]:
     """(member name, bytes) of a tar or tar.gz, streamed once (local or fsspec URL)."""
-    from steps.sharding import fs_and_path
-
-    fs, path = fs_and_path(url)
+    fs, path = url_to_fs(url)
     with fs.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
         for member in tar:
             if member.isfile():
@@ -80,17 +81,12 @@ def _iter_tar(url: str) -> Iterator[tuple[str, bytes]]:
 
 
 def _glob(pattern: str) -> list[str]:
-    from steps.sharding import _unstrip, fs_and_path
-
-    fs, path = fs_and_path(pattern)
-    return sorted(_unstrip(pattern, fs, p) for p in fs.glob(path))
+    fs, path = url_to_fs(pattern)
+    return sorted(same_kind(pattern, p) for p in fs.glob(path))
 
 
 def prepare_language(config: PrepareCvssConfig, lang: str) -> dict:
     """Unpack one language's CVSS archive and the Common Voice clips it names."""
-    from steps.s2st.cvss import COMMON_VOICE_DIR, CVSS_DIR, SPLITS
-    from steps.sharding import atomic_write_bytes, join
-
     archives = _glob(join(config.cvss_path, "**", f"{config.variant}_{lang}_en_v*.tar.gz"))
     if not archives:
         raise FileNotFoundError(f"no {config.variant}_{lang}_en_v*.tar.gz under {config.cvss_path!r}")
@@ -114,10 +110,9 @@ def prepare_language(config: PrepareCvssConfig, lang: str) -> dict:
     transcripts = _glob(join(config.common_voice_path, "transcript", lang, "*.tsv"))
     if not transcripts:
         raise FileNotFoundError(f"no Common Voice transcripts {config.common_voice_path}/transcript/{lang}/*.tsv")
-    from steps.sharding import fs_and_path
 
     for url in transcripts:
-        fs, path = fs_and_path(url)
+        fs, path = url_to_fs(url)
         with fs.open(path, "rb") as f:
             atomic_write_bytes(join(cv_dir, posixpath.basename(path)), f.read())
     found: set[str] = set()
@@ -134,8 +129,6 @@ def prepare_language(config: PrepareCvssConfig, lang: str) -> dict:
 
 
 def prepare_cvss(config: PrepareCvssConfig) -> dict:
-    from steps.sharding import atomic_write_json, exists, join, read_json
-
     per_lang = {}
     for lang in config.languages:
         marker = join(config.output_path, "done", f"{lang}.json")
@@ -156,8 +149,6 @@ def prepare_cvss(config: PrepareCvssConfig) -> dict:
 def prepare_cvss_step(name: str, cvss: ExecutorStep, common_voice: ExecutorStep,
                       languages=PAPER_LANGUAGES, variant: str = "cvss_t") -> ExecutorStep:
     """`s2st/{name}`: the downloads unpacked into the layout `iter_pairs` reads."""
-    from pipeline import output_path_of
-
     config = PrepareCvssConfig(cvss_path=output_path_of(cvss), common_voice_path=output_path_of(common_voice),
                                output_path=this_output_path(), languages=versioned(tuple(languages)),
                                variant=versioned(variant))

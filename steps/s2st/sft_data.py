@@ -33,7 +33,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from pipeline import this_output_path
+from pipeline import ExecutorStep, ResourceConfig, output_path_of, this_output_path, versioned
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, exists, join, read_json, url_to_fs
+from steps.s2st.cvss import canonical_split, iter_pairs, language_pairs
+from steps.sharding import run_shards
+from tokenizer.audio import codes_to_chars
+from tokenizer.fast_tokenize import FastTokenizer
+from tokenizer.mimi import cached_mimi, encode, is_random_mimi
+from tokenizer.prompts import s2st_answer, s2st_prompt
+from tokenizer.vocab import BOS, EOS
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +78,6 @@ class S2stSftDataConfig:
 
 def s2st_document_parts(source_audio: str, source_text: str, target_text: str, target_audio: str) -> tuple[str, str]:
     """(prompt, answer) strings of one S2ST document: BOS + `s2st_prompt`, `s2st_answer` + EOS."""
-    from tokenizer.prompts import s2st_answer, s2st_prompt
-    from tokenizer.vocab import BOS, EOS
-
     return BOS + s2st_prompt(source_audio, source_text).text, s2st_answer(target_text, target_audio) + EOS
 
 
@@ -103,15 +108,10 @@ def masked_example(tok, prompt: str, answer: str) -> dict[str, np.ndarray]:
 
 
 def _mimi(config: S2stSftDataConfig):
-    from tokenizer.mimi import cached_mimi
-
     return cached_mimi(config.mimi_model, config.seed, config.device, config.mimi_config_overrides)
 
 
 def _encode_batch(model, pairs, num_codebooks: int) -> list[tuple[str, str]]:
-    from tokenizer.audio import codes_to_chars
-    from tokenizer.mimi import encode
-
     waves = [p.source_audio for p in pairs] + [p.target_audio for p in pairs]
     codes = [codes_to_chars(c) for c in encode(model, waves, num_codebooks=num_codebooks)]
     return list(zip(codes[: len(pairs)], codes[len(pairs):]))
@@ -132,12 +132,7 @@ def build_part(config: S2stSftDataConfig, split: str, lang: str, part_dir: str, 
     import torch
     from levanter.store.cache import CacheMetadata, SerialCacheWriter
 
-    from steps.s2st.cvss import iter_pairs
-    from steps.sharding import atomic_write_bytes, atomic_write_json, fs_and_path
-    from tokenizer.fast_tokenize import FastTokenizer
-    from tokenizer.mimi import is_random_mimi
-
-    fs, p = fs_and_path(part_dir)
+    fs, p = url_to_fs(part_dir)
     if fs.exists(p):  # a crashed attempt: start the part again
         fs.rm(p, recursive=True)
     torch.manual_seed(config.seed)
@@ -188,8 +183,6 @@ def build_part(config: S2stSftDataConfig, split: str, lang: str, part_dir: str, 
 def _write_ledger(cache_dir: str, parts: list[dict], metadata: dict) -> None:
     from levanter.store.cache import CACHE_LAYOUT_SHARDED, CacheLedger, CacheMetadata
 
-    from steps.sharding import atomic_write_bytes, join
-
     fields = ("input_ids", LOSS_WEIGHTS)
     ledger = CacheLedger(
         total_num_rows=sum(s["pairs"] for s in parts),
@@ -206,9 +199,6 @@ def _write_ledger(cache_dir: str, parts: list[dict], metadata: dict) -> None:
 
 def build_s2st_sft_data(config: S2stSftDataConfig) -> dict:
     """The step fn: one part per (split, language), then ledgers and summary.json."""
-    from steps.s2st.cvss import canonical_split, language_pairs
-    from steps.sharding import atomic_write_json, exists, join, read_json, run_shards
-
     out = config.output_path
     langs = [s for s, _ in language_pairs(config.pairs_path) if config.languages is None or s in config.languages]
     if not langs:
@@ -254,8 +244,6 @@ def s2st_sft_data_step(name: str, pairs, tokenizer, *, mimi_model: str = "kyutai
                        max_document_tokens: int = 4096, use_gpu: bool = False, **kw):
     """`name` (e.g. "tokenized/cvss-t-s2st"): the SFT cache from a pairs step (prepare or fixture)
     and a build-tokenizer step."""
-    from pipeline import ExecutorStep, ResourceConfig, output_path_of, versioned
-
     config = S2stSftDataConfig(pairs_path=output_path_of(pairs), tokenizer=output_path_of(tokenizer),
                                splits=versioned(tuple(splits)), languages=versioned(languages),
                                max_document_tokens=versioned(max_document_tokens),

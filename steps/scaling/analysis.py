@@ -38,6 +38,9 @@ from typing import Optional
 from pipeline import strict_json
 from pipeline.step import this_output_path
 from steps.scaling.runs import RunsError, read_runs_csv, runs_from_rows, runs_to_csv
+from steps.scaling import plots
+from steps.scaling.correlate import as_markdown, correlate
+from steps.scaling.fit import fit_scaling, law_from_fit, predict_at_k
 
 logger = logging.getLogger(__name__)
 
@@ -166,9 +169,6 @@ def _runs_from_refs(refs, params: str, nll_task: str, nll_metric: str, source: s
 # ---------------------------------------------------------------- steps
 
 def run_scaling_analysis(config: ScalingAnalysisConfig) -> None:
-    from steps.scaling import plots
-    from steps.scaling.fit import fit_scaling, law_from_fit, predict_at_k
-
     if config.params not in ("nonembedding", "total"):
         raise ValueError(f"ScalingAnalysisConfig.params must be 'nonembedding' or 'total', got {config.params!r}")
     if bool(config.runs) == bool(config.runs_csv):
@@ -238,9 +238,6 @@ def _table_from_csv(path: str, nll_metric: str) -> dict[str, dict[str, float]]:
 
 
 def run_correlation(config: CorrelationConfig) -> None:
-    from steps.scaling import plots
-    from steps.scaling.correlate import as_markdown, correlate
-
     if bool(config.runs) == bool(config.metrics_csv):
         raise ValueError("CorrelationConfig: give exactly one of `runs` (RunRefs) or `metrics_csv`")
     out = config.output_path.rstrip("/")

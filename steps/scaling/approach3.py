@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from steps.scaling.batched_lbfgs import batched_lbfgs
 
 HUBER_DELTA = 1e-3
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
@@ -140,8 +141,6 @@ def _objective_grad_many(thetas, log_n, log_d, log_loss, weights, delta):
 
 def minimize_many(starts, log_n, log_d, log_loss, weights, delta=HUBER_DELTA, max_iter=1000):
     """Batched L-BFGS from every row of `starts` (problem i uses weights[i] when 2-D)."""
-    from steps.scaling.batched_lbfgs import batched_lbfgs
-
     w = np.asarray(weights, dtype=float)
 
     def fg(x, rows):

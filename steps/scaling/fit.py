@@ -42,6 +42,7 @@ from steps.scaling.approach3 import (
     parametric_intervals,
 )
 from steps.scaling.runs import Runs, RunsError, read_runs_csv
+from pipeline.cli_checks import first_problem, number_problem, read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,6 @@ def cli_main(argv: Sequence[str]) -> int:
                         help="predict the loss at compute C (= 6ND in the fit's N, not accounted training FLOPs) "
                              "with K times the optimal data")
     args = parser.parse_args(list(argv))
-    from steps.cli_checks import first_problem, number_problem, read_text_file
 
     text, problem = read_text_file(args.runs_csv)
     problem = first_problem(

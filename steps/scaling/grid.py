@@ -48,6 +48,7 @@ from steps.training.accounting import (
     params_nonembedding,
     params_total,
 )
+from pipeline.cli_checks import first_problem, number_problem
 
 TRAINING_PER_FORWARD = 3.0
 PAPER_TRAINING_BUDGETS = (3e18, 9e18, 1.8e19, 3e19, 9e19, 1.8e20, 3e20)
@@ -275,7 +276,6 @@ def cli_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     budgets = tuple(args.budgets) if args.budgets else (
         PAPER_FORWARD_BUDGETS if args.forward_labels else PAPER_TRAINING_BUDGETS)
-    from steps.cli_checks import first_problem, number_problem
 
     problem = first_problem(*(number_problem("--budgets", b, above=0) for b in budgets),
                             *(number_problem("--extra budget", b, above=0) for b, _ in args.extra),

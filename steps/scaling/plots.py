@@ -22,6 +22,8 @@ import math
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from steps.scaling.grid import shape_for_width
+from steps.training.accounting import forward_flops_per_token, params_nonembedding, params_total
 
 COMPUTE_LABEL = "training compute C (FLOPs, accounted: 3 x forward incl. LM head; not 6ND)"
 
@@ -141,9 +143,6 @@ def family_training_flops(params, tokens, params_kind: str = "nonembedding") -> 
     shape family (steps/scaling/grid.py `shape_for_width`: 144,644 vocabulary, 4,096 context) with
     `params` parameters (`params_kind`: which count) trained on `tokens` tokens. The per-token cost
     is interpolated in log N between the family's widths 128, 256, ..., 16,384; NaN outside."""
-    from steps.scaling.grid import shape_for_width
-    from steps.training.accounting import forward_flops_per_token, params_nonembedding, params_total
-
     count = {"nonembedding": params_nonembedding, "total": params_total}[params_kind]
     shapes = [shape_for_width(h) for h in range(128, 16_384 + 1, 128)]
     log_n = np.log([count(sh) for sh in shapes])

@@ -30,6 +30,7 @@ from pipeline import this_output_path
 from tokenizer.audio import AUDIO_CHAR_END, CODEBOOK_SIZE, NUM_CODEBOOKS, UNICODE_OFFSET
 from tokenizer.audio import codepoints_to_str, str_to_codepoints
 from tokenizer.vocab import AUDIO_START, BOS, EOS, TEXT_END, TEXT_START
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, exists, join, list_input_files, url_to_fs
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +104,6 @@ def compose_documents(config: ComposeConfig) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from steps.sharding import atomic_write_bytes, atomic_write_json, exists, fs_and_path, join
-    from steps.sharding import list_input_files
-
     if config.composition not in CODEBOOKS_KEPT:
         raise ValueError(f"ComposeConfig.composition must be one of {list(CODEBOOKS_KEPT)}, got {config.composition!r}")
     counts: Counter = Counter()
@@ -115,7 +113,7 @@ def compose_documents(config: ComposeConfig) -> dict:
         if exists(out_file):
             counts["files_already_done"] += 1
             continue
-        fs, p = fs_and_path(path)
+        fs, p = url_to_fs(path)
         with fs.open(p, "rb") as f:
             table = pq.read_table(f)
         rows = table.to_pylist()

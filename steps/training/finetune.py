@@ -32,9 +32,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pipeline import this_output_path
+from pipeline import ExecutorStep, ResourceConfig, output_path_of, this_output_path, versioned
 from steps.training.optimizer import SodaRecipe
-from steps.training.train import WandbSettings
+from steps.training.train_config import TrainConfig, WandbSettings
+from steps.training.train_output import TrainOutput, is_hf_dir
+from pipeline.fileio import atomic_write_json, exists, join
+from steps.training.mixtures import Mixture
+from steps.training.train import train
+from steps.training.warm_start import DONE_MARKER, prepare_warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -96,25 +101,15 @@ class FinetuneConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in summary.json as is
 
 
-def is_hf_dir(path: str) -> bool:
-    from steps.sharding import exists, join
-
-    return exists(join(path, "config.json"))
-
-
 def init_hf_dir(config: FinetuneConfig) -> tuple[str, str]:
     """(HF directory to warm-start from, "hf" | "levanter"). A Levanter checkpoint's model is
     converted once into `{output}/warm_start` (a rerun finds it there and converts nothing)."""
     import tempfile
 
-    from steps.sharding import exists, join
-    from steps.training.warm_start import DONE_MARKER, prepare_warm_start
-
-    from steps.training.train import _latest_hf_export
-
     if is_hf_dir(config.init_from):
         return config.init_from, "hf"
-    exported = _latest_hf_export(config.init_from) if exists(join(config.init_from, "summary.json")) else None
+    run = TrainOutput.of(config.init_from)
+    exported = run.latest_hf_export() if run is not None and run.path == config.init_from.rstrip("/") else None
     if exported:
         return exported, "hf-export"
     warm = join(config.output_path, "warm_start")
@@ -147,10 +142,6 @@ def _export_on_cpu(init_from: str, tokenizer: str, out_dir: str) -> None:
 
 def train_config(config: FinetuneConfig, warm_dir: str):
     """The train step's config for this fine-tune."""
-    from steps.sharding import exists, join
-    from steps.training.mixtures import Mixture
-    from steps.training.train import TrainConfig
-
     r = config.recipe
     has_eval = config.evaluate and exists(join(config.data, "validation", "shard_ledger.json"))
     return TrainConfig(
@@ -169,20 +160,13 @@ def train_config(config: FinetuneConfig, warm_dir: str):
 
 
 def _init_is_plumbing(init_from: str) -> bool:
-    from steps.sharding import exists, join, read_json
-
-    for candidate in (init_from, init_from.rstrip("/").rsplit("/checkpoints/", 1)[0]):
-        if exists(join(candidate, "summary.json")):
-            return bool(read_json(join(candidate, "summary.json")).get("plumbing_run"))
-    return False
+    run = TrainOutput.of(init_from)
+    return run is not None and run.is_plumbing()
 
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """The step fn: warm start from `init_from` (or resume), train, write summary.json."""
     import dataclasses
-
-    from steps.sharding import atomic_write_json, join
-    from steps.training.train import train
 
     warm_dir, kind = init_hf_dir(config)
     summary = train(train_config(config, warm_dir))
@@ -199,8 +183,6 @@ def finetune_step(name: str, init, data, tokenizer, recipe: FinetuneRecipe = Fin
     """`name` (e.g. "checkpoints/soda-600m-s2st"): fine-tune `init` (a train step, or an HF dir
     path) on `data` (a supervised cache step). The recipe is versioned; `options` are the
     FinetuneConfig fields that leave the model unchanged (checkpoint cadence, W&B, ...)."""
-    from pipeline import ExecutorStep, ResourceConfig, output_path_of, versioned
-
     init_path = versioned(init) if isinstance(init, str) else output_path_of(init)  # an HF dir: its identity
     config = FinetuneConfig(init_from=init_path, data=output_path_of(data), tokenizer=output_path_of(tokenizer),
                             recipe=versioned(recipe), seed=versioned(options.pop("seed", 0)),

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from pipeline.node_types import TpuSlice, tpu_slice
+from pipeline.step_log import in_step_log
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,8 @@ def _launch(fn: Callable, args: tuple, spec: TpuSlice, name: str, hosts: list[di
 
     coordinator = f"{hosts[0]['ip']}:{port}"
     logger.info("slice %s (%s): starting on %d hosts, coordinator %s", name, spec.tpu_type, len(hosts), coordinator)
-    remote = ray.remote(max_calls=1)(_host_call)  # a fresh process per call: frees the TPU after
+
+    remote = ray.remote(max_calls=1)(in_step_log(_host_call))  # a fresh process per call: frees the TPU after
     refs = []
     for i, host in enumerate(hosts):
         env = {ENV_COORDINATOR: coordinator, ENV_NUM_PROCESSES: str(len(hosts)), ENV_PROCESS_ID: str(i),

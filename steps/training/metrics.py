@@ -41,6 +41,8 @@ import time
 from typing import Any, Iterator, Mapping, Optional
 
 from pipeline import strict_json
+from pipeline.fileio import atomic_write_bytes, exists, join, temp_path_for, url_to_fs
+from pipeline.progress import report_progress
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +73,9 @@ def read_jsonl(url: str) -> list[dict]:
 
 
 def _iter_jsonl(url: str) -> Iterator[dict]:
-    from steps.sharding import exists, fs_and_path
-
     if not exists(url):
         return
-    fs, p = fs_and_path(url)
+    fs, p = url_to_fs(url)
     with fs.open(p, "rt") as f:
         for line in f:
             yield from _parse_lines(line, url)
@@ -83,10 +83,8 @@ def _iter_jsonl(url: str) -> Iterator[dict]:
 
 def list_chunks(output_dir: str) -> list[tuple[int, str]]:
     """(number, url) of the metric chunks under `{output_dir}/metrics/`, by number; [] when none."""
-    from steps.sharding import fs_and_path, join
-
     url = join(output_dir, METRICS_CHUNKS_DIR)
-    fs, path = fs_and_path(url)
+    fs, path = url_to_fs(url)
     fs.invalidate_cache(path)  # another process (the previous session) may have written chunks
     try:
         names = [os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)]
@@ -99,16 +97,14 @@ def list_chunks(output_dir: str) -> list[tuple[int, str]]:
 def iter_metric_rows(output_dir: str) -> Iterator[dict]:
     """Every row as written, in write order: `metrics.jsonl` (local runs, older outputs), then the
     chunks by number. Rows a resume superseded are still here; `read_metrics` drops them."""
-    from steps.sharding import fs_and_path, join
-
     yield from _iter_jsonl(join(output_dir, METRICS_FILE))
     chunks = [url for _, url in list_chunks(output_dir)]
     if not chunks:
         return
-    fs, _ = fs_and_path(chunks[0])
+    fs, _ = url_to_fs(chunks[0])
     for i in range(0, len(chunks), _READ_BATCH):
         batch = chunks[i:i + _READ_BATCH]
-        paths = [fs_and_path(u)[1] for u in batch]
+        paths = [url_to_fs(u)[1] for u in batch]
         contents = fs.cat(paths)  # concurrent on object stores: thousands of small chunks read fast
         for url, path in zip(batch, paths):
             yield from _parse_lines(contents[path].decode(), url)
@@ -159,6 +155,16 @@ def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _report_progress(row: dict) -> None:
+    """The train step's progress for the executor's console (pipeline.progress): step k/N, loss, tokens/s."""
+    fraction = row.get("run_progress")  # step / num_train_steps, in Levanter's train-step rows
+    if not isinstance(fraction, (int, float)) or fraction <= 0:
+        return
+    total = round(row["step"] / fraction)
+    detail = {"loss": row.get("train/loss"), "tokens_per_s": row.get("throughput/tokens_per_second")}
+    report_progress(row["step"], total, "steps", **{k: v for k, v in detail.items() if v is not None})
+
+
 class JsonlMetricsTracker:
     """Implements levanter.tracker.Tracker (its base class is mixed in by `make_tracker`).
 
@@ -169,8 +175,6 @@ class JsonlMetricsTracker:
 
     def __init__(self, output_dir: str, flush_every_s: float = 60.0, flush_every_rows: int = 1000,
                  chunked: Optional[bool] = None):
-        from steps.sharding import join
-
         self.output_dir = output_dir
         self.path = join(output_dir, METRICS_FILE)
         local = "://" not in output_dir or output_dir.startswith("file://")
@@ -210,8 +214,6 @@ class JsonlMetricsTracker:
 
     # -- internals
     def _start_session(self, first_step: int) -> None:
-        from steps.sharding import join
-
         dropped = self._resume_chunks(first_step) if self.chunked else self._drop_local_from(first_step)
         sessions_url = join(self.output_dir, SESSIONS_FILE)
         sessions = read_jsonl(sessions_url)
@@ -222,8 +224,6 @@ class JsonlMetricsTracker:
 
     def _drop_local_from(self, first_step: int) -> int:
         """Rewrite local `metrics.jsonl` without rows at or after `first_step`, streaming line by line."""
-        from steps.sharding import temp_path_for
-
         if not os.path.exists(self.path):
             return 0
         tmp, dropped, torn = temp_path_for(self.path), 0, 0
@@ -258,6 +258,7 @@ class JsonlMetricsTracker:
             return
         row = {"step": self._step, **self._row}
         self._row = {}
+        _report_progress(row)
         if not self._started:
             self._start_session(row["step"])
         line = strict_json.dumps(row) + "\n"
@@ -274,8 +275,6 @@ class JsonlMetricsTracker:
 
     def _flush_chunk(self) -> None:
         """Write the pending lines as the next numbered chunk (never an existing one); none when empty."""
-        from steps.sharding import atomic_write_bytes, join
-
         self._last_flush = time.monotonic()
         if not self._pending:
             return
@@ -286,8 +285,6 @@ class JsonlMetricsTracker:
 
     @staticmethod
     def _write_all(url: str, rows: list[dict]) -> None:
-        from steps.sharding import atomic_write_bytes
-
         atomic_write_bytes(url, "".join(strict_json.dumps(r) + "\n" for r in rows).encode())
 
 

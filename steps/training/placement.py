@@ -46,6 +46,8 @@ from typing import Any, Optional
 
 from pipeline.node_types import NodeType, tpu_slice
 from steps.training.accounting import ModelShape, layer_params, params_total
+from steps.training.train_config import resolve
+from steps.training.presets import PRESETS
 
 GiB = 1024**3
 STATE_BYTES_PER_PARAM = 16  # fp32 params + fp32 grads + two fp32 optimizer moments
@@ -125,8 +127,6 @@ def train_placement_problems(config: Any, node_type: NodeType) -> list[str]:
 
 
 def _shape(config: Any) -> Optional[ModelShape]:
-    from steps.training.train import resolve
-
     if getattr(config, "warm_start_hf", None) and getattr(config, "shape", None) is None:
         return None
     try:
@@ -137,8 +137,6 @@ def _shape(config: Any) -> Optional[ModelShape]:
 
 def soda_table() -> list[tuple[str, str, MemoryEstimate, float]]:
     """(preset, slice, estimate, usable bytes) for the released SODA models at batch 512 x 4096."""
-    from steps.training.presets import PRESETS
-
     rows = []
     for preset in PRESETS.values():
         if preset.tpu:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from steps.training.accounting import SODA_PRESETS, ModelShape
+from steps.scaling.grid import shape_for_width
 
 ISOFLOP_PREFIX = "isoflop-d"
 
@@ -66,8 +67,6 @@ PRESETS: dict[str, ModelPreset] = {
 
 def isoflop_preset(width: int) -> ModelPreset:
     """The IsoFLOP sweep's model of width `width` (shape from steps.scaling.grid)."""
-    from steps.scaling.grid import shape_for_width
-
     shape = shape_for_width(width)
     return ModelPreset(
         name=f"{ISOFLOP_PREFIX}{width}",

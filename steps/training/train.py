@@ -7,7 +7,7 @@ host of a TPU slice (steps.training.launch). Then it writes `summary.json`.
 
 Output layout (`output_path`, local or gs://):
     checkpoints/step-N/       Levanter checkpoints; the run id is the output's basename, so a
-                              rerun of the step resumes from the latest one (`run_checkpoints`)
+                              rerun of the step resumes from the latest one (steps.training.train_output)
     metrics.jsonl             one JSON object per logged step (step, train/loss, eval/loss, ...);
     metrics/part-N.jsonl      on gs:// the same rows in immutable chunks (read both: metrics.read_metrics)
     train_sessions.jsonl      one line per (re)start: the first step it logged
@@ -29,140 +29,26 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import tempfile
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pipeline import this_output_path
-from steps.training import levanter_fixes
-from steps.training.accounting import ModelShape, params_nonembedding, params_total, training_flops
-from steps.training.mixtures import FINAL, Mixture, anneal_start_step, levanter_train_weights
-from steps.training.optimizer import IsoFlopRecipe, SodaRecipe
+from steps.training import launch, levanter_fixes
+from steps.training.accounting import params_nonembedding, params_total, training_flops
+from steps.training.mixtures import anneal_start_step, levanter_train_weights
+from steps.training.placement import train_placement_problems
+from steps.training.train_config import DATA_FORMATS, Resolved, TrainConfig, resolve
+from steps.training.train_output import TrainOutput, is_checkpoint
+from pipeline import strict_json
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, exists, join, local_copy, read_json
+from steps.training.launch import distributed_settings_from_env
+from steps.training.metrics import SESSIONS_FILE, read_jsonl, read_metrics, tracker_config
+from steps.training.optimizer import levanter_optimizer
+from steps.training.presets import levanter_config, shape_from_levanter
+from steps.training.warm_start import levanter_config_from_hf, prepare_warm_start
 
 logger = logging.getLogger(__name__)
 
 HF_SAVE_NEVER = 10**12  # Levanter's HF hook then only runs when forced, i.e. after the last step
-
-
-@dataclass(frozen=True)
-class WandbSettings:
-    project: str = "soda"
-    entity: Optional[str] = None
-    tags: tuple[str, ...] = ()
-    group: Optional[str] = None
-    mode: Optional[str] = None  # None: "online" with WANDB_API_KEY, else "offline"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Defaults are the paper's recipe (reference.md section 5).
-
-    caches: source name -> a tokenize step's output (the Levanter cache root). Every source with
-      a non-zero weight in `mixture` (or `anneal_mixture`) needs one.
-    tokenizer: the SODA tokenizer directory (build-tokenizer step output) or an HF id.
-    preset / shape: a name from steps.training.presets, or an explicit ModelShape (wins).
-    num_steps / token_budget: give one; steps = ceil(tokens / (batch_size * seq_len)).
-    anneal_mixture: switch to this mix for the LR decay phase (the data-source ablation).
-    warm_start_hf: an HF Qwen3 checkpoint (id, hf://id or local dir) to start from; its
-      embeddings are resized to the tokenizer and its own shape is used (preset ignored).
-    initialize_from: another train run's output (or one of its `checkpoints/step-N`) to continue
-      from: the whole Levanter train state -- parameters, optimizer moments and step counter -- is
-      loaded (Levanter's `trainer.initialize_from`) when this run has no checkpoint of its own, so the
-      LR schedule and the data position continue at that step. Given a run's output, the checkpoint
-      is its latest before this run's LR decay starts when `anneal_mixture` is set (the paper's
-      annealing restarted SODA-prelim just before its decay), else its latest. Shape, batch and
-      recipe must be the checkpoint's. The optimizer state is kept, not reset: the annealed run
-      is the original run with other data from the decay on. Use it as `output_path_of(step)`, a
-      dependency whose identity enters this run's hash.
-    tpu: a slice type such as "v5p-64": with Ray up, train on every host of the slice, supervised
-      from off the slice; each preemption or lost host resumes from the latest checkpoint
-      (`max_preemptions`, default no limit), an error of the code is retried `max_failures` times.
-    plumbing_run: the data came from a random Mimi (also detected from cache summaries).
-    component_formats: cache name -> "text" (default: plain token caches) or "supervised"
-      (caches with per-token `loss_weights`, e.g. steps.s2st.sft_data; read with Levanter's
-      SupervisedLmDatasetFormat, one document per packed segment, the loss where the weight is 1).
-    """
-
-    caches: dict[str, str]
-    tokenizer: str
-    preset: str = "soda-135m"
-    shape: Optional[ModelShape] = None
-    mixture: Mixture = FINAL
-    anneal_mixture: Optional[Mixture] = None
-    eval_caches: dict[str, str] = field(default_factory=dict)  # name -> cache with a validation/ split
-    seq_len: Optional[int] = None  # None: the shape's
-    batch_size: int = 512
-    num_steps: Optional[int] = None
-    token_budget: Optional[int] = None
-    optimizer: SodaRecipe | IsoFlopRecipe = SodaRecipe()
-    seed: int = 0
-    checkpoint_every_steps: int = 10_000  # permanent checkpoints
-    checkpoint_every_minutes: Optional[float] = 15.0  # temporary checkpoints (None: off)
-    steps_per_eval: int = 1000
-    max_eval_batches: Optional[int] = 64
-    export_hf: bool = True
-    warm_start_hf: Optional[str] = None
-    initialize_from: Optional[str] = None
-    mp: str = "p=f32,c=bfloat16"
-    per_device_parallelism: int = -1
-    tpu: Optional[str] = None
-    require_accelerator: Optional[bool] = None  # None: True iff tpu is set
-    max_preemptions: Optional[int] = None  # slice preemptions / lost hosts retried (None: no limit)
-    max_failures: int = 1  # retries after an error of the code on some host (steps.training.launch)
-    plumbing_run: bool = False
-    wandb: Optional[WandbSettings] = None
-    component_formats: dict[str, str] = field(default_factory=dict)
-    output_path: str = this_output_path()
-
-
-DATA_FORMATS = ("text", "supervised")
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """What a config means: the shape, steps and learning rate actually used."""
-
-    preset: str
-    shape: ModelShape
-    seq_len: int
-    num_steps: int
-    learning_rate: float
-    lr_width: int
-
-
-def resolve(config: TrainConfig, vocab_size: Optional[int] = None, hf_shape: Optional[ModelShape] = None) -> Resolved:
-    """Check the config and work out the shape, steps and LR. Raises ValueError on bad input."""
-    from steps.training.presets import get_preset
-
-    if hf_shape is not None:
-        preset_name, shape, lr_width = f"warm-start:{config.warm_start_hf}", hf_shape, hf_shape.hidden
-    elif config.shape is not None:
-        preset_name, shape, lr_width = "custom", config.shape, config.shape.hidden
-    else:
-        preset = get_preset(config.preset)
-        preset_name, shape, lr_width = preset.name, preset.shape, preset.width_for_lr
-    seq_len = config.seq_len or shape.seq_len
-    shape = shape.replace(seq_len=seq_len, **({"vocab_size": vocab_size} if vocab_size else {}))
-    for mix in filter(None, (config.mixture, config.anneal_mixture)):
-        missing = [s for s in mix.active_sources if s not in config.caches]
-        if missing:
-            raise ValueError(f"TrainConfig.caches: mixture {mix.name!r} samples {missing} but no cache is "
-                             f"given for them (caches: {sorted(config.caches)})")
-    if config.batch_size <= 0:
-        raise ValueError(f"TrainConfig.batch_size must be positive, got {config.batch_size}")
-    if config.warm_start_hf and config.initialize_from:
-        raise ValueError("TrainConfig: give at most one of warm_start_hf (an HF model, fresh optimizer) and "
-                         f"initialize_from (another run's train state); got {config.warm_start_hf!r} and "
-                         f"{config.initialize_from!r}")
-    if (config.num_steps is None) == (config.token_budget is None):
-        raise ValueError("TrainConfig: give exactly one of num_steps and token_budget "
-                         f"(got num_steps={config.num_steps}, token_budget={config.token_budget})")
-    steps = config.num_steps or math.ceil(config.token_budget / (config.batch_size * seq_len))
-    if steps <= 0:
-        raise ValueError(f"TrainConfig: the run has {steps} steps; raise num_steps or token_budget")
-    lr = config.optimizer.lr(config.batch_size, lr_width)
-    return Resolved(preset_name, shape, seq_len, steps, lr, lr_width)
 
 
 # ---- building Levanter's config -----------------------------------------------------------
@@ -175,8 +61,6 @@ def _local_log_dir(output: str) -> str:
 
 
 def _trackers(config: TrainConfig, run_id: str):
-    from steps.training.metrics import tracker_config
-
     trackers = [tracker_config(config.output_path)]
     if config.wandb is not None:
         from levanter.tracker.wandb import WandbConfig
@@ -213,13 +97,6 @@ def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optiona
     from levanter.main.train_lm import TrainLmConfig
     from levanter.trainer import TrainerConfig
 
-    from steps.sharding import join
-    from steps.training.optimizer import levanter_optimizer
-    from steps.training.presets import levanter_config
-    from steps.training.warm_start import levanter_config_from_hf
-
-    from steps.sharding import local_copy
-
     run_id = os.path.basename(config.output_path.rstrip("/"))
     tokenizer = local_copy(config.tokenizer)  # Levanter and transformers read a tokenizer from real files
     # flat: the train split only, so a cache without a validation/ split is not an error
@@ -244,7 +121,7 @@ def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optiona
     keep = [dict(every=config.checkpoint_every_steps)] if config.checkpoint_every_steps else None
     minutes = config.checkpoint_every_minutes
     checkpointer = CheckpointerConfig(
-        base_path=join(config.output_path, "checkpoints"),
+        base_path=TrainOutput(config.output_path).checkpoints_dir,
         append_run_id_to_base_path=False,
         save_interval=timedelta(minutes=minutes) if minutes else None,
         keep=keep,
@@ -276,7 +153,7 @@ def build_train_lm_config(config: TrainConfig, plan: Resolved, warm_dir: Optiona
         optimizer=levanter_optimizer(config.optimizer, config.batch_size, plan.lr_width),
         z_loss_weight=config.optimizer.z_loss_weight,
         initialize_from_hf=warm_dir or False,
-        hf_save_path=join(config.output_path, "hf") if config.export_hf else None,
+        hf_save_path=TrainOutput(config.output_path).hf_dir if config.export_hf else None,
         hf_save_steps=HF_SAVE_NEVER,
     )
 
@@ -296,8 +173,6 @@ def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] =
     import jax
     from levanter.main.train_lm import main
 
-    from steps.training.launch import distributed_settings_from_env
-
     _ensure_offline_env(config.output_path)
     distributed = distributed_settings_from_env()
     if distributed:
@@ -315,14 +190,10 @@ def train_on_host(config: TrainConfig, plan: Resolved, warm_dir: Optional[str] =
 def _vocab_size(tokenizer: str) -> int:
     from transformers import AutoTokenizer
 
-    from steps.sharding import local_copy
-
     return len(AutoTokenizer.from_pretrained(local_copy(tokenizer)))
 
 
 def _caches_say_plumbing(caches: dict[str, str]) -> bool:
-    from steps.sharding import exists, join, read_json
-
     for path in caches.values():
         summary = join(path, "summary.json")
         if exists(summary) and read_json(summary).get("plumbing_run"):
@@ -332,16 +203,10 @@ def _caches_say_plumbing(caches: dict[str, str]) -> bool:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """The step fn: train (resuming from the latest checkpoint if any), then write summary.json."""
-    from steps.sharding import join
-    from steps.training import launch
-
     _ensure_offline_env(config.output_path)
     vocab = _vocab_size(config.tokenizer)
     warm_dir, hf_shape = None, None
     if config.warm_start_hf:
-        from steps.training.presets import shape_from_levanter
-        from steps.training.warm_start import levanter_config_from_hf, prepare_warm_start
-
         warm_dir = prepare_warm_start(config.warm_start_hf, config.tokenizer, join(config.output_path, "warm_start"))
         seq = config.seq_len or 4096
         hf_shape = shape_from_levanter(levanter_config_from_hf(warm_dir, seq, config.tokenizer), vocab)
@@ -360,44 +225,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return write_summary(config, plan, hosts, init_checkpoint)
 
 
-def run_checkpoints(output: str) -> list[tuple[int, str]]:
-    """(step, path) of a run's complete Levanter checkpoints `{output}/checkpoints/step-N`, by step."""
-    return _complete_steps(output, "checkpoints", "metadata.json")
-
-
-def _complete_steps(output: str, folder: str, marker: str) -> list[tuple[int, str]]:
-    """(N, path) of `{output}/{folder}/step-N` holding `marker` (written last: the step is complete), by N."""
-    from steps.sharding import exists, fs_and_path, join
-
-    base = join(output, folder)
-    if not exists(base):
-        return []
-    fs, p = fs_and_path(base)
-    found = []
-    for entry in fs.ls(p, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if re.fullmatch(r"step-\d+", name) and exists(join(base, name, marker)):
-            found.append((int(name[5:]), join(base, name)))
-    return sorted(found)
-
-
 def checkpoint_to_initialize_from(config: TrainConfig, plan: Resolved) -> Optional[str]:
     """The checkpoint `config.initialize_from` names (see TrainConfig), or None."""
-    from steps.sharding import exists, join
-
     source = config.initialize_from
     if not source:
         return None
-    if exists(join(source, "metadata.json")):
+    if is_checkpoint(source):
         return source  # a checkpoint itself
     # an annealed run continues from before its LR decay starts (the schedule's decay start; the data
     # switch, anneal_start_step, is that step rounded up to a mixture block)
     limit = math.ceil(plan.num_steps * (1 - config.optimizer.decay)) if config.anneal_mixture else None
-    found = [(step, path) for step, path in run_checkpoints(source) if limit is None or step < limit]
+    checkpoints = TrainOutput(source).checkpoints()
+    found = [(step, path) for step, path in checkpoints if limit is None or step < limit]
     if not found:
         raise ValueError(f"TrainConfig.initialize_from: {source} has no complete checkpoint"
                          + (f" before step {limit} (where this run's LR decay starts)" if limit is not None else "")
-                         + f"; checkpoints there: {[s for s, _ in run_checkpoints(source)] or 'none'}")
+                         + f"; checkpoints there: {[s for s, _ in checkpoints] or 'none'}")
     return found[-1][1]
 
 
@@ -407,19 +250,9 @@ SLICE_EVENTS_FILE = "slice_events.jsonl"
 def record_slice_event(output: str, event) -> None:
     """Add a launch attempt that ended without results (a preemption, a lost host, a retried error) to
     `{output}/slice_events.jsonl`; rewritten whole (object stores cannot append; a run has few)."""
-    from pipeline import strict_json
-    from steps.sharding import atomic_write_bytes, join
-    from steps.training.metrics import read_jsonl
-
     url = join(output, SLICE_EVENTS_FILE)
     rows = read_jsonl(url) + [dataclasses.asdict(event)]
     atomic_write_bytes(url, "".join(strict_json.dumps(r) + "\n" for r in rows).encode())
-
-
-def _latest_hf_export(output: str) -> Optional[str]:
-    """`{output}/hf/step-N` with the largest N that holds a config.json, or None."""
-    found = _complete_steps(output, "hf", "config.json")
-    return found[-1][1] if found else None
 
 
 def _jax_layout(config: TrainConfig, hosts: list[dict]) -> dict[str, Any]:
@@ -443,9 +276,6 @@ def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict
                   init_checkpoint: Optional[str] = None) -> dict[str, Any]:
     """`summary.json` of the run; `hosts` are train_on_host's reports, one per JAX process;
     `init_checkpoint` the other run's checkpoint it continued from (checkpoint_to_initialize_from)."""
-    from steps.sharding import atomic_write_json, join
-    from steps.training.metrics import SESSIONS_FILE, read_jsonl, read_metrics
-
     rows = read_metrics(config.output_path)  # metrics.jsonl and/or metrics/part-*.jsonl, one row per step
     # A loss that was NaN or inf is null in metrics.jsonl (strict JSON): it stays NaN here, so a diverged
     # run's final loss is written as null and counted under "non_finite", never an earlier finite loss.
@@ -454,7 +284,7 @@ def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict
     # Levanter numbers steps from 0: a row at step s is logged after s + 1 optimizer updates.
     steps = max((r["step"] for r in rows), default=-1) + 1
     tokens = steps * config.batch_size * plan.seq_len
-    hf_dir = _latest_hf_export(config.output_path) if config.export_hf else None
+    hf_dir = TrainOutput(config.output_path).latest_hf_export() if config.export_hf else None
     summary = {
         "preset": plan.preset,
         "model": dataclasses.asdict(plan.shape),
@@ -489,6 +319,4 @@ def write_summary(config: TrainConfig, plan: Resolved, hosts: Optional[list[dict
 
 # Where the step can run (batch over the slice's devices, memory per device), asked by the executor
 # before anything starts; see steps/training/placement.py.
-from steps.training.placement import train_placement_problems  # noqa: E402
-
 train.placement_problems = train_placement_problems

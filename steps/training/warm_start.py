@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from pipeline.fileio import atomic_write_bytes, atomic_write_json, exists, join, local_copy
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,6 @@ def prepare_warm_start(source: str, tokenizer_dir: str, out_dir: str) -> str:
     `out_dir` (local or fsspec URL). Skipped when `out_dir` already holds a finished copy."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from steps.sharding import atomic_write_bytes, atomic_write_json, exists, join, local_copy
 
     if exists(join(out_dir, DONE_MARKER)):
         return out_dir
@@ -58,8 +57,6 @@ def levanter_config_from_hf(hf_dir: str, seq_len: int, tokenizer_dir: str):
 
     from levanter.models.qwen import Qwen3Config
     from transformers import AutoConfig
-
-    from steps.sharding import local_copy
 
     hf_dir = local_copy(hf_dir)  # transformers and Levanter's converter read real files
     hf_config = AutoConfig.from_pretrained(hf_dir)

@@ -1,12 +1,13 @@
-"""The experiment log's report: paper-style sections built from the steps' `summary.json` files.
+"""SODA's experiment-log report: paper-style sections built from the steps' `summary.json` files.
 
-At the end of a run, `add_report(data)` reads the summary of every train, eval and analysis step
-in the record (by the step's function, plain JSON through pipeline.storage, no heavy imports)
-and puts these sections into `data["sections"]` (each {title, html, markdown, source: "report"}):
+`build_sections(data)` is the report builder the experiment scripts' shared main (experiments.main)
+hands to the executor: at the end of a run the record (pipeline.experiment_log) calls it with its data.
+It reads the summary of every train, eval and analysis step in the record (by the step's function,
+plain JSON, no heavy imports) and returns these sections (each {title, html, markdown}):
 
-- Results: model x metric (sBLIMP, sWUGGY, SALMon, tBLIMP, tWUGGY, HellaSwag, ASR WER, TTS WER,
-  TTS SIM, validation NLL, plus spoken/text StoryCloze), ours beside the published SODA models
-  (shared/reference.md section 9), with the scoring convention of each column;
+- Results: model x metric, one column per `ResultColumn` the eval tasks declare (eval.tasks: a new
+  task brings its columns), ours beside the published SODA models (shared/reference.md section 9),
+  with the scoring convention of each column;
 - Training runs: preset, size, tokens, final loss, W&B link where the summary has one;
 - Scaling laws: Approach 2/3 exponents with their bootstrap intervals beside the paper's, and the
   analysis step's plots inlined as SVG (the page stays self-contained);
@@ -21,7 +22,8 @@ import logging
 import re
 from typing import Any, Optional
 
-from pipeline import storage
+from eval.tasks import TASKS, ResultColumn
+from pipeline import fileio
 
 logger = logging.getLogger(__name__)
 
@@ -30,32 +32,8 @@ EVAL_FN = "steps.evaluate.evaluate"
 FITS_FN = "steps.scaling.analysis.run_scaling_analysis"
 CORRELATION_FN = "steps.scaling.analysis.run_correlation"
 
-# column, task, metric key, scale, paper's protocol (reference.md section 8)
-COLUMNS: tuple[tuple[str, str, str, float, str], ...] = (
-    ("sBLIMP", "sblimp", "acc", 100.0, "accuracy %, mean audio-token log-prob, strict positive > negative, pooled"),
-    ("sWUGGY", "swuggy", "acc", 100.0, "accuracy %, as sBLIMP"),
-    ("SALMon", "salmon", "acc", 100.0, "accuracy %, all parts"),
-    ("tBLIMP", "tblimp", "acc", 100.0, "accuracy %, mean text-token log-prob on lowercased transcripts"),
-    ("tWUGGY", "twuggy", "acc", 100.0, "accuracy %, as tBLIMP"),
-    ("HellaSwag", "hellaswag", "acc_norm", 100.0, "accuracy %, plain text, 0-shot (paper: acc or acc_norm not stated)"),
-    ("ASR WER", "asr", "wer", 100.0, "corpus WER %, T=0.5 top-p 0.8, punctuation stripped, lowercased"),
-    ("TTS WER", "tts", "wer", 100.0, "mean per-utterance WER %, Whisper-large-v3 judge"),
-    ("TTS SIM", "tts", "sim", 1.0, "cosine of WavLM speaker embeddings vs the prompt clip"),
-    ("sSC", "storycloze_spoken", "acc", 100.0, "accuracy %, spoken StoryCloze (no published SODA number)"),
-    ("tSC", "storycloze_text", "acc", 100.0, "accuracy %, text StoryCloze (no published SODA number)"),
-    ("val. NLL", "validation_nll", "nll_asr_all", 1.0, "all-token NLL (NLL_1), LibriSpeech dev-clean"),
-)
-# Is a column's number on the paper's scale? Only where the paper's own judge or protocol made it:
-# column -> (summary field to read, the value's required prefix, what the paper used), or a fixed answer.
-PAPER_SCALE_RULES: dict[str, tuple[str, str, str]] = {
-    "TTS SIM": ("sim_judge", "wavlm-large-ecapa-tdnn", "seed-tts-eval's WavLM-large + ECAPA-TDNN judge"),
-    "TTS WER": ("config.tts_asr_judge", "openai/whisper-large-v3", "the Whisper-large-v3 ASR judge"),
-}
-PAPER_SCALE_FIXED = {"HellaSwag": "unknown: the paper does not say acc or acc_norm",
-                     "sSC": "no published SODA number", "tSC": "no published SODA number",
-                     "val. NLL": "no published SODA number"}
-# our convention text for a column: the eval summary's convention[key]
-_CONVENTION_KEY = {"acc": "accuracy", "acc_norm": "acc_norm", "wer": "wer", "sim": "sim", "nll_asr_all": "headline"}
+# (task, column) in table order: each eval task declares its columns (eval.tasks.TaskSpec.columns)
+COLUMNS: tuple[tuple[str, ResultColumn], ...] = tuple((t.name, c) for t in TASKS.values() for c in t.columns)
 
 # shared/reference.md section 9: sBLIMP sWUGGY Salmon tBLIMP tWUGGY HellaS ASR-WER TTS-WER TTS-SIM
 PUBLISHED: dict[str, dict[str, float]] = {
@@ -87,7 +65,7 @@ def _kind(step: dict[str, Any], summary: dict) -> Optional[str]:
 
 def _read_summary(path: str) -> Optional[dict]:
     try:
-        return storage.read_json(storage.join(path, "summary.json"))
+        return fileio.read_json(fileio.join(path, "summary.json"), default=None)
     except (ValueError, OSError) as err:  # a broken summary must not break the log
         logger.warning("report: cannot read %s/summary.json: %s", path, err)
         return None
@@ -148,17 +126,17 @@ def results_section(collected) -> Optional[dict]:
         if summary.get("plumbing_run"):
             plumbing.add(model)
         metrics = summary.get("metrics") or {}
-        for col, task, key, scale, _ in COLUMNS:
-            if summary.get("task") == task and key in metrics:
-                table.setdefault(model, {})[col] = _fmt(metrics[key], scale)
-                conv = (summary.get("convention") or {}).get(_CONVENTION_KEY.get(key, key))
+        for task, column in COLUMNS:
+            if summary.get("task") == task and column.metric in metrics:
+                table.setdefault(model, {})[column.label] = _fmt(metrics[column.metric], column.scale)
+                conv = (summary.get("convention") or {}).get(column.convention_key)
                 if isinstance(conv, str):
-                    conventions.setdefault(col, conv)
+                    conventions.setdefault(column.label, conv)
     if not table:
         return None
-    cols = [c for c, *_ in COLUMNS if any(c in row for row in table.values())]
-    scale = {c: paper_scale(c, [s for _, _, s in collected["eval"] if s.get("task") == task])
-             for c, task, *_ in COLUMNS if c in cols}
+    cols = [c.label for _, c in COLUMNS if any(c.label in row for row in table.values())]
+    scale = {c.label: paper_scale(c, [s for _, _, s in collected["eval"] if s.get("task") == task])
+             for task, c in COLUMNS if c.label in cols}
     header = ["model", *(c + ("" if scale[c] == "yes" else " ?" if scale[c].startswith(("unknown", "no published"))
                               else " \u2020") for c in cols)]
     rows = [[f"{m} (plumbing)" if m in plumbing else m, *(table[m].get(c, "-") for c in cols)] for m in table]
@@ -166,7 +144,7 @@ def results_section(collected) -> Optional[dict]:
                                      (f"{v[c]:.1f}" if c in v else "-") for c in cols)]
              for m, v in PUBLISHED.items()]
     h, md = _table(header, rows)
-    notes = [(c, conventions.get(c, "-"), paper, scale[c]) for c, _, _, _, paper in COLUMNS if c in cols]
+    notes = [(c.label, conventions.get(c.label, "-"), c.protocol, scale[c.label]) for _, c in COLUMNS if c.label in cols]
     nh, nmd = _table(["column", "ours (from the eval summary)", "paper (reference.md section 8)",
                       "on the paper's scale"], [list(n) for n in notes])
     intro = ("Rows marked (plumbing) come from a random-weight codec or random judges on tiny local fixtures: they "
@@ -174,25 +152,24 @@ def results_section(collected) -> Optional[dict]:
     intro += "Published rows: the SODA paper (shared/reference.md section 9); '-' where nothing was run or published. "
     intro += ("Columns marked \u2020 are not on the paper's scale (another judge or protocol), ? where the paper "
               "gives no comparable number; the conventions table says why.")
-    return {"title": "Results: model x metric", "source": "report",
+    return {"title": "Results: model x metric",
             "html": f"<p>{e(intro)}</p>{h}<details><summary>scoring conventions</summary>{nh}</details>",
             "markdown": f"{intro}\n\n{md}\n\nScoring conventions:\n\n{nmd}"}
 
 
-def paper_scale(column: str, summaries: list[dict]) -> str:
+def paper_scale(column: ResultColumn, summaries: list[dict]) -> str:
     """"yes" when every summary behind `column` was scored as the paper scored it, else why not."""
-    if column in PAPER_SCALE_FIXED:
-        return PAPER_SCALE_FIXED[column]
-    rule = PAPER_SCALE_RULES.get(column)
+    if column.not_comparable:
+        return column.not_comparable
+    rule = column.paper_scale
     if rule is None:
         return "yes"
-    field, prefix, what = rule
     for summary in summaries:
         value: Any = summary
-        for part in field.split("."):
+        for part in rule.field.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        if not (isinstance(value, str) and value.startswith(prefix)):
-            return f"no: {field.rsplit('.', 1)[-1]} {value or 'not recorded'}, not {what}"
+        if not (isinstance(value, str) and value.startswith(rule.prefix)):
+            return f"no: {rule.field.rsplit('.', 1)[-1]} {value or 'not recorded'}, not {rule.what}"
     return "yes"
 
 
@@ -221,7 +198,7 @@ def training_section(collected) -> Optional[dict]:
     header = ["model", "preset", "non-emb. params", "tokens", "steps", "final loss", "W&B"]
     h, _ = _table(header, rows, raw_html=True)
     _, md = _table(header, md_rows)
-    return {"title": "Training runs", "source": "report", "html": h, "markdown": md}
+    return {"title": "Training runs", "html": h, "markdown": md}
 
 
 def _interval(intervals: Any, key: str) -> str:
@@ -232,7 +209,7 @@ def _interval(intervals: Any, key: str) -> str:
 
 
 def _svg(path: str) -> Optional[str]:
-    text = storage.read_text(path)
+    text = fileio.read_text(path, default=None)
     if not text or "<svg" not in text:
         return None
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG goes inline
@@ -243,7 +220,7 @@ def _plots(step: dict, summary: dict) -> tuple[str, str]:
     for name in summary.get("files", []):
         if not name.endswith(".svg"):
             continue
-        path = storage.join(step["output_path"], name)
+        path = fileio.join(step["output_path"], name)
         svg = _svg(path)
         if svg is None:
             continue
@@ -277,7 +254,7 @@ def fits_sections(collected) -> list[dict]:
             intro += f" Skipped: {len(s['skipped'])} run(s) without a usable NLL."
         if s.get("approach2_error"):
             intro += f" Approach 2 not fitted: {s['approach2_error']}."
-        out.append({"title": f"Scaling laws ({name})", "source": "report",
+        out.append({"title": f"Scaling laws ({name})",
                     "html": f"<p>{e(intro)}</p>{h}{plots_html}", "markdown": f"{intro}\n\n{md}\n\n{plots_md}"})
     return out
 
@@ -293,7 +270,7 @@ def correlation_sections(collected) -> list[dict]:
         h, md = _table(["metric", "Pearson r", "Spearman rho", "paper (magnitude of r)"], rows)
         plots_html, plots_md = _plots(step, s)
         intro = f"validation {s.get('nll_metric', 'NLL')} against each downstream metric over {s.get('runs', '?')} runs."
-        out.append({"title": f"Correlations ({name})", "source": "report",
+        out.append({"title": f"Correlations ({name})",
                     "html": f"<p>{e(intro)}</p>{h}{plots_html}", "markdown": f"{intro}\n\n{md}\n\n{plots_md}"})
     return out
 
@@ -304,11 +281,3 @@ def build_sections(data: dict[str, Any]) -> list[dict]:
     sections = [results_section(collected), training_section(collected),
                 *fits_sections(collected), *correlation_sections(collected)]
     return [s for s in sections if s]
-
-
-def add_report(data: dict[str, Any]) -> int:
-    """Replace the record's report sections with fresh ones; keep sections other code added."""
-    kept = [s for s in data.get("sections", []) if s.get("source") != "report"]
-    new = build_sections(data)
-    data["sections"] = kept + new
-    return len(new)
