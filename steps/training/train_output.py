@@ -84,7 +84,8 @@ class TrainOutput:
 
     def is_plumbing(self) -> bool:
         """Whether the finished run says its outputs are a plumbing run's."""
-        return self.has_summary() and bool(self.summary().get("plumbing_run"))
+        summary = read_json(self.file(SUMMARY), default=None)
+        return bool(summary and summary.get("plumbing_run"))
 
     # ---- checkpoints and exports ---------------------------------------------------------------
 
